@@ -1,0 +1,1 @@
+//! Built-in devices on the rawgadget API: Gadget Zero, HID keyboard

@@ -1,0 +1,1 @@
+//! Safe USB Raw Gadget API: be a USB device from userspace
