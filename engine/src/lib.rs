@@ -19,9 +19,10 @@ extern crate alloc;
 
 pub mod ep_match;
 mod instance;
+pub mod mock;
 pub mod op;
 pub mod udc;
 
-pub use instance::{EpState, Instance, State};
+pub use instance::{ep_addr_from_name, validate_io_header, Ep0Pending, EpState, Instance, State};
 pub use op::{BusEvent, ClientOp, Errno, OpCompletion, OpId, OpResult, Outcome, Payload};
 pub use udc::{Binding, Completion, EpId, Request, RequestId, Udc, UdcEndpoint};

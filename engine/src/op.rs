@@ -112,10 +112,16 @@ pub struct OpResult {
 
 impl OpResult {
     pub(crate) fn err(e: Errno) -> OpResult {
-        OpResult { ret: Err(e), payload: Payload::None }
+        OpResult {
+            ret: Err(e),
+            payload: Payload::None,
+        }
     }
     pub(crate) fn ok(v: u32) -> OpResult {
-        OpResult { ret: Ok(v), payload: Payload::None }
+        OpResult {
+            ret: Ok(v),
+            payload: Payload::None,
+        }
     }
 }
 
@@ -125,7 +131,10 @@ pub enum Payload {
     None,
     /// EVENT_FETCH: the header as written back (`length` = the event's full payload length) and
     /// the first `min(capacity, length)` payload bytes.
-    Event { header: UsbRawEvent, data: Vec<u8> },
+    Event {
+        header: UsbRawEvent,
+        data: Vec<u8>,
+    },
     /// EP0_READ / EP_READ: the bytes read (`ret` of them). EP0_WRITE / EP_WRITE: the caller's
     /// buffer handed back for reuse (contents unspecified). Also on error, when a buffer had been
     /// handed over.

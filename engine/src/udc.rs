@@ -87,8 +87,12 @@ pub trait Udc {
     ///
     /// # Errors
     /// EBUSY when no free controller matches (contract D2); any other bind error as is.
-    fn bind(&mut self, driver_name: &[u8], device_name: &[u8], max_speed: Speed)
-        -> Result<Binding, Errno>;
+    fn bind(
+        &mut self,
+        driver_name: &[u8],
+        device_name: &[u8],
+        max_speed: Speed,
+    ) -> Result<Binding, Errno>;
 
     /// `usb_gadget_unregister_driver`: pull-up off, then unbind. The controller may still report
     /// a disconnect through [`Instance::handle_bus`](crate::Instance::handle_bus) before this

@@ -353,7 +353,11 @@ impl UsbRawEpInfo {
 
     /// The name up to its NUL.
     pub fn name_bytes(&self) -> &[u8] {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
         &self.name[..end]
     }
 
@@ -472,8 +476,7 @@ pub const USB_RAW_IOCTL_RUN: u32 = ioc(IOC_NONE, U, 1, 0);
 pub const USB_RAW_IOCTL_EVENT_FETCH: u32 = ioc(IOC_READ, U, 2, UsbRawEvent::SIZE);
 pub const USB_RAW_IOCTL_EP0_WRITE: u32 = ioc(IOC_WRITE, U, 3, UsbRawEpIo::SIZE);
 pub const USB_RAW_IOCTL_EP0_READ: u32 = ioc(IOC_READ | IOC_WRITE, U, 4, UsbRawEpIo::SIZE);
-pub const USB_RAW_IOCTL_EP_ENABLE: u32 =
-    ioc(IOC_WRITE, U, 5, USB_ENDPOINT_DESCRIPTOR_IOCTL_SIZE);
+pub const USB_RAW_IOCTL_EP_ENABLE: u32 = ioc(IOC_WRITE, U, 5, USB_ENDPOINT_DESCRIPTOR_IOCTL_SIZE);
 pub const USB_RAW_IOCTL_EP_DISABLE: u32 = ioc(IOC_WRITE, U, 6, 4);
 pub const USB_RAW_IOCTL_EP_WRITE: u32 = ioc(IOC_WRITE, U, 7, UsbRawEpIo::SIZE);
 pub const USB_RAW_IOCTL_EP_READ: u32 = ioc(IOC_READ | IOC_WRITE, U, 8, UsbRawEpIo::SIZE);
@@ -506,23 +509,71 @@ pub struct IoctlDef {
 
 /// All 16 ioctls in number order (index = `_IOC_NR`).
 pub const IOCTLS: [IoctlDef; 16] = [
-    IoctlDef { name: "USB_RAW_IOCTL_INIT", cmd: USB_RAW_IOCTL_INIT, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_RUN", cmd: USB_RAW_IOCTL_RUN, arg: IoctlArg::Zero },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_INIT",
+        cmd: USB_RAW_IOCTL_INIT,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_RUN",
+        cmd: USB_RAW_IOCTL_RUN,
+        arg: IoctlArg::Zero,
+    },
     IoctlDef {
         name: "USB_RAW_IOCTL_EVENT_FETCH",
         cmd: USB_RAW_IOCTL_EVENT_FETCH,
         arg: IoctlArg::Pointer,
     },
-    IoctlDef { name: "USB_RAW_IOCTL_EP0_WRITE", cmd: USB_RAW_IOCTL_EP0_WRITE, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_EP0_READ", cmd: USB_RAW_IOCTL_EP0_READ, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_EP_ENABLE", cmd: USB_RAW_IOCTL_EP_ENABLE, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_EP_DISABLE", cmd: USB_RAW_IOCTL_EP_DISABLE, arg: IoctlArg::Value },
-    IoctlDef { name: "USB_RAW_IOCTL_EP_WRITE", cmd: USB_RAW_IOCTL_EP_WRITE, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_EP_READ", cmd: USB_RAW_IOCTL_EP_READ, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_CONFIGURE", cmd: USB_RAW_IOCTL_CONFIGURE, arg: IoctlArg::Zero },
-    IoctlDef { name: "USB_RAW_IOCTL_VBUS_DRAW", cmd: USB_RAW_IOCTL_VBUS_DRAW, arg: IoctlArg::Value },
-    IoctlDef { name: "USB_RAW_IOCTL_EPS_INFO", cmd: USB_RAW_IOCTL_EPS_INFO, arg: IoctlArg::Pointer },
-    IoctlDef { name: "USB_RAW_IOCTL_EP0_STALL", cmd: USB_RAW_IOCTL_EP0_STALL, arg: IoctlArg::Zero },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP0_WRITE",
+        cmd: USB_RAW_IOCTL_EP0_WRITE,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP0_READ",
+        cmd: USB_RAW_IOCTL_EP0_READ,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP_ENABLE",
+        cmd: USB_RAW_IOCTL_EP_ENABLE,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP_DISABLE",
+        cmd: USB_RAW_IOCTL_EP_DISABLE,
+        arg: IoctlArg::Value,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP_WRITE",
+        cmd: USB_RAW_IOCTL_EP_WRITE,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP_READ",
+        cmd: USB_RAW_IOCTL_EP_READ,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_CONFIGURE",
+        cmd: USB_RAW_IOCTL_CONFIGURE,
+        arg: IoctlArg::Zero,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_VBUS_DRAW",
+        cmd: USB_RAW_IOCTL_VBUS_DRAW,
+        arg: IoctlArg::Value,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EPS_INFO",
+        cmd: USB_RAW_IOCTL_EPS_INFO,
+        arg: IoctlArg::Pointer,
+    },
+    IoctlDef {
+        name: "USB_RAW_IOCTL_EP0_STALL",
+        cmd: USB_RAW_IOCTL_EP0_STALL,
+        arg: IoctlArg::Zero,
+    },
     IoctlDef {
         name: "USB_RAW_IOCTL_EP_SET_HALT",
         cmd: USB_RAW_IOCTL_EP_SET_HALT,
@@ -609,7 +660,11 @@ mod tests {
         let init = UsbRawInit::new("dummy_udc", "dummy_udc.0", speed::USB_SPEED_HIGH);
         assert_eq!(UsbRawInit::from_bytes(&init.to_bytes()), init);
         let caps = UsbRawEpCaps::new(false, true, true, false, true, false);
-        let mut info = UsbRawEpInfo { addr: 7, caps, ..Default::default() };
+        let mut info = UsbRawEpInfo {
+            addr: 7,
+            caps,
+            ..Default::default()
+        };
         info.name[..5].copy_from_slice(b"ep7in");
         info.limits.maxpacket_limit = 1024;
         assert_eq!(UsbRawEpInfo::from_bytes(&info.to_bytes()), info);
@@ -617,7 +672,11 @@ mod tests {
         let mut all = UsbRawEpsInfo::default();
         all.eps[29] = info;
         assert_eq!(UsbRawEpsInfo::from_bytes(&all.to_bytes()), all);
-        let io = UsbRawEpIo { ep: 3, flags: 1, length: 0x1234_5678 };
+        let io = UsbRawEpIo {
+            ep: 3,
+            flags: 1,
+            length: 0x1234_5678,
+        };
         assert_eq!(UsbRawEpIo::from_bytes(&io.to_bytes()), io);
     }
 }
