@@ -1,1 +1,64 @@
-//! Safe USB Raw Gadget API: be a USB device from userspace
+//! Be a USB device from userspace: a safe, typed API over USB Raw Gadget.
+//!
+//! This is the mirror image of a USB host library such as nusb: instead of claiming a device's
+//! interfaces, a program *is* the device. It answers control requests on ep0 and moves data on
+//! endpoints it enabled.
+//!
+//! ```no_run
+//! use rawgadget::{Event, Gadget};
+//! let gadget = Gadget::builder().driver("dummy_udc").device("dummy_udc.0").open_default()?;
+//! gadget.run()?;
+//! loop {
+//!     match gadget.next_event()? {
+//!         Event::Control(setup) if setup.has_in_data_stage() => {
+//!             gadget.ep0_stall()?; // a real device answers with ep0_reply(&setup, bytes)
+//!         }
+//!         Event::Control(_) => gadget.ep0_ack()?,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok::<(), rawgadget::Error>(())
+//! ```
+//!
+//! # Where things live
+//! - [`Gadget`] (`gadget`): one raw gadget instance; [`Event`]s; ep0 replies; [`Endpoint`]
+//!   handles from [`Gadget::enable`]. Handles are cheap `Arc` clones and `Send + Sync`.
+//! - [`EndpointDesc`], [`EndpointAllocator`] (`endpoint`): endpoint descriptors as EP_ENABLE
+//!   takes them, and the choice of endpoint numbers from EPS_INFO.
+//! - [`CancelHandle`] (`cancel`): interrupting a blocked call from another thread.
+//! - [`Backend`] (`backend`): the 16 ioctls in blocking form. Implemented by [`DeviceNode`]
+//!   (`node`, over `sys`, the only module with `unsafe`) and by [`mock::MockBackend`], a test
+//!   double; an in-process engine backend comes from another crate.
+//!
+//! # Blocking only
+//! Every transfer blocks its thread, as raw gadget does: one thread for events, one per
+//! endpoint. There is no async API: a device node has no readiness notification (no `poll`,
+//! no `O_NONBLOCK`, spec §1.1), so an async version could only wrap these calls in blocking
+//! threads, which a caller can do as well with its runtime's `spawn_blocking`.
+//!
+//! # Logs
+//! Everything is traced with `tracing`: a span per gadget (`udc`) and per endpoint (`handle`,
+//! `addr`); refused operations at `debug`, every transfer at `trace`. For a bug report, run
+//! with `RUST_LOG=rawgadget=trace`.
+#![deny(unsafe_code)]
+
+pub mod backend;
+pub mod cancel;
+pub mod endpoint;
+mod error;
+mod gadget;
+pub mod mock;
+mod node;
+pub mod setup;
+pub mod sys;
+
+pub use backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
+pub use cancel::{CancelHandle, Wake};
+pub use endpoint::{
+    assign_ep_address, dummy_udc_eps, Direction, EndpointAllocator, EndpointDesc, TransferType,
+};
+pub use error::{Error, Result};
+pub use gadget::{Endpoint, Event, Gadget, GadgetBuilder};
+pub use node::{DeviceNode, DEFAULT_NODE};
+pub use rawgadget_uapi::{Errno, Speed};
+pub use setup::SetupPacket;

@@ -1,0 +1,148 @@
+//! The backend abstraction: the 16 raw gadget ioctls in blocking form, with typed arguments.
+//!
+//! Two kinds of backend implement [`Backend`]:
+//! - a device node ([`DeviceNode`](crate::DeviceNode)): `/dev/raw-gadget` of the kernel module or
+//!   of our CUSE server; the engine runs in the kernel (or in the server);
+//! - an in-process engine (a later crate): a `rawgadget_engine::Instance` and a controller
+//!   model behind a mutex and condvar. A blocking method submits the operation, and if it is
+//!   pending waits on the condvar for its completion; its [`Wake`](crate::Wake) cancels the
+//!   operation in the engine (which completes it with EINTR, contract D31) and notifies the
+//!   condvar.
+//!
+//! Methods return the ioctl's errno unchanged; the gadget API adds the operation's name. The
+//! blocking ones take a [`CancelHandle`]: they must return EINTR at once if it is cancelled, and
+//! register with [`CancelHandle::enter`] while they block.
+
+use std::fmt;
+
+use rawgadget_uapi::{Errno, Speed, UsbRawEpCaps, UsbRawEpInfo, USB_RAW_EP_ADDR_ANY};
+
+use crate::CancelHandle;
+
+/// An endpoint handle as EP_ENABLE returns it: the index of the endpoint in EPS_INFO (spec §1.5
+/// EP_ENABLE). Stable for the instance's life.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct EpHandle(pub u16);
+
+/// `usb_raw_ep_io.flags` (`USB_RAW_IO_FLAGS_*`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct IoFlags(pub u16);
+
+impl IoFlags {
+    /// No flags.
+    pub const NONE: IoFlags = IoFlags(0);
+    /// `USB_RAW_IO_FLAGS_ZERO`: end an IN transfer whose length is a multiple of maxpacket with a
+    /// zero-length packet.
+    pub const ZERO: IoFlags = IoFlags(rawgadget_uapi::USB_RAW_IO_FLAGS_ZERO);
+}
+
+/// One event as EVENT_FETCH returns it (`struct usb_raw_event`), before interpretation.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RawEvent {
+    /// A `USB_RAW_EVENT_*` value.
+    pub event_type: u32,
+    /// The event's full payload length as the kernel wrote it back.
+    pub length: u32,
+    /// The payload bytes that fit in the buffer.
+    pub data: Vec<u8>,
+}
+
+/// One non-control endpoint of the controller, as EPS_INFO describes it (spec §1.5 EPS_INFO).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EpInfo {
+    /// The UDC's endpoint name, e.g. `ep1in-bulk` or `ep-a`.
+    pub name: String,
+    /// A fixed endpoint number, or `None` for endpoints that take any address
+    /// (`USB_RAW_EP_ADDR_ANY`).
+    pub addr: Option<u8>,
+    pub caps: UsbRawEpCaps,
+    pub maxpacket_limit: u16,
+    pub max_streams: u16,
+}
+
+impl EpInfo {
+    /// Decodes one `usb_raw_ep_info`.
+    pub fn from_raw(raw: &UsbRawEpInfo) -> EpInfo {
+        EpInfo {
+            name: String::from_utf8_lossy(raw.name_bytes()).into_owned(),
+            addr: if raw.addr == USB_RAW_EP_ADDR_ANY {
+                None
+            } else {
+                u8::try_from(raw.addr).ok()
+            },
+            caps: raw.caps,
+            maxpacket_limit: raw.limits.maxpacket_limit,
+            max_streams: raw.limits.max_streams,
+        }
+    }
+
+    /// Encodes back into `usb_raw_ep_info` (the name is truncated to 15 bytes).
+    pub fn to_raw(&self) -> UsbRawEpInfo {
+        let mut raw = UsbRawEpInfo::default();
+        let n = self.name.len().min(raw.name.len() - 1);
+        raw.name[..n].copy_from_slice(&self.name.as_bytes()[..n]);
+        raw.addr = self.addr.map_or(USB_RAW_EP_ADDR_ANY, u32::from);
+        raw.caps = self.caps;
+        raw.limits.maxpacket_limit = self.maxpacket_limit;
+        raw.limits.max_streams = self.max_streams;
+        raw
+    }
+}
+
+/// The 16 raw gadget ioctls, blocking, with typed arguments. See the module doc.
+///
+/// Every method returns the errno the ioctl would return. Implementations must be usable from
+/// several threads at once (one event thread plus one thread per endpoint is the usual shape).
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// USB_RAW_IOCTL_INIT: UDC driver and device names, speed (spec §1.5 INIT).
+    fn init(&self, driver_name: &str, device_name: &str, speed: Speed) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_RUN: bind to the UDC; CONNECT is queued on success.
+    fn run(&self) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EVENT_FETCH with room for `capacity` payload bytes. Blocks.
+    fn event_fetch(&self, capacity: u32, cancel: &CancelHandle) -> Result<RawEvent, Errno>;
+    /// USB_RAW_IOCTL_EP0_WRITE: the IN data stage; returns the bytes sent. Blocks.
+    fn ep0_write(&self, data: &[u8], flags: IoFlags, cancel: &CancelHandle)
+        -> Result<usize, Errno>;
+    /// USB_RAW_IOCTL_EP0_READ: the OUT data stage (or the status stage with an empty `buf`);
+    /// returns the bytes received into `buf`. Blocks.
+    fn ep0_read(
+        &self,
+        buf: &mut [u8],
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno>;
+    /// USB_RAW_IOCTL_EP_ENABLE with the 9-byte `usb_endpoint_descriptor`.
+    fn ep_enable(&self, desc: &[u8; 9]) -> Result<EpHandle, Errno>;
+    /// USB_RAW_IOCTL_EP_DISABLE (handle passed by value).
+    fn ep_disable(&self, ep: EpHandle) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EP_WRITE; returns the bytes sent. Blocks.
+    fn ep_write(
+        &self,
+        ep: EpHandle,
+        data: &[u8],
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno>;
+    /// USB_RAW_IOCTL_EP_READ; returns the bytes received into `buf`. Blocks.
+    fn ep_read(
+        &self,
+        ep: EpHandle,
+        buf: &mut [u8],
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno>;
+    /// USB_RAW_IOCTL_CONFIGURE.
+    fn configure(&self) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_VBUS_DRAW, in 2 mA units (the unit of a USB 2.0 `bMaxPower`).
+    fn vbus_draw(&self, units_2ma: u32) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EPS_INFO: the controller's non-control endpoints in handle order.
+    fn eps_info(&self) -> Result<Vec<EpInfo>, Errno>;
+    /// USB_RAW_IOCTL_EP0_STALL: reject the pending SETUP.
+    fn ep0_stall(&self) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EP_SET_HALT.
+    fn set_halt(&self, ep: EpHandle) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EP_CLEAR_HALT.
+    fn clear_halt(&self, ep: EpHandle) -> Result<(), Errno>;
+    /// USB_RAW_IOCTL_EP_SET_WEDGE.
+    fn set_wedge(&self, ep: EpHandle) -> Result<(), Errno>;
+}
