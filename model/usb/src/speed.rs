@@ -1,0 +1,104 @@
+//! Bus speeds and the packet sizes they allow (USB 2.0 §5.5–§5.8, §9.6.1; USB 3.2 §9.6.6).
+//!
+//! [`Speed`] is the UAPI's `enum usb_device_speed`, re-exported so that the value given to
+//! INIT and the one used for descriptors are the same type.
+
+pub use rawgadget_uapi::Speed;
+
+use crate::descriptor::TransferType;
+
+/// `bMaxPacketSize0` for a device descriptor at this speed: 8 at low speed, 64 at full and
+/// high speed, 9 (meaning 2^9 = 512 bytes) at SuperSpeed (USB 3.2 §9.6.1).
+pub const fn default_max_packet_size0(speed: Speed) -> u8 {
+    match speed {
+        Speed::Low => 8,
+        Speed::Super | Speed::SuperPlus => 9,
+        _ => 64,
+    }
+}
+
+/// Actual ep0 packet size in bytes for a `bMaxPacketSize0` value at this speed (SuperSpeed
+/// encodes an exponent).
+pub const fn ep0_max_packet(speed: Speed, max_packet_size0: u8) -> u16 {
+    match speed {
+        Speed::Super | Speed::SuperPlus if max_packet_size0 < 16 => 1 << max_packet_size0,
+        _ => max_packet_size0 as u16,
+    }
+}
+
+/// `bcdUSB` a device should report at this speed: 0x0110 below high speed, 0x0200 at high
+/// speed, 0x0320 at SuperSpeed (a SuperSpeed device also needs a BOS descriptor).
+pub const fn default_usb_version(speed: Speed) -> u16 {
+    match speed {
+        Speed::Low | Speed::Full => 0x0110,
+        Speed::Super | Speed::SuperPlus => 0x0320,
+        _ => 0x0200,
+    }
+}
+
+/// The largest `wMaxPacketSize` (bits 10..0) a transfer type allows at a speed, `None` where the
+/// type is not allowed (no bulk or isochronous at low speed).
+pub const fn max_packet_limit(speed: Speed, transfer: TransferType) -> Option<u16> {
+    use TransferType::*;
+    Some(match (speed, transfer) {
+        (Speed::Low, Control) => 8,
+        (Speed::Low, Interrupt) => 8,
+        (Speed::Low, Bulk | Isochronous) => return None,
+        (Speed::Full | Speed::Unknown, Control | Bulk | Interrupt) => 64,
+        (Speed::Full | Speed::Unknown, Isochronous) => 1023,
+        (Speed::High | Speed::Wireless, Control) => 64,
+        (Speed::High | Speed::Wireless, Bulk) => 512,
+        (Speed::High | Speed::Wireless, Interrupt | Isochronous) => 1024,
+        (Speed::Super | Speed::SuperPlus, Control) => 512,
+        (Speed::Super | Speed::SuperPlus, _) => 1024,
+    })
+}
+
+/// The bulk `wMaxPacketSize` a device uses at a speed (the only legal value at high and
+/// SuperSpeed; the maximum at full speed). `None` at low speed.
+pub const fn bulk_max_packet(speed: Speed) -> Option<u16> {
+    max_packet_limit(speed, TransferType::Bulk)
+}
+
+/// Units of `bMaxPower` in mA: 2 below SuperSpeed, 8 at SuperSpeed (USB 3.2 §9.6.3).
+pub const fn max_power_unit_ma(speed: Speed) -> u16 {
+    match speed {
+        Speed::Super | Speed::SuperPlus => 8,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// USB 2.0 §5.5.3, §5.8.3, §9.6.1; USB 3.2 §9.6.1.
+    #[test]
+    fn packet_sizes_per_speed() {
+        let rows = [
+            (Speed::Low, 8, Some(8), None, None),
+            (Speed::Full, 64, Some(64), Some(64), Some(1023)),
+            (Speed::High, 64, Some(64), Some(512), Some(1024)),
+            (Speed::Super, 9, Some(512), Some(1024), Some(1024)),
+        ];
+        for (speed, mps0, control, bulk, iso) in rows {
+            assert_eq!(default_max_packet_size0(speed), mps0, "{speed:?}");
+            assert_eq!(
+                max_packet_limit(speed, TransferType::Control),
+                control,
+                "{speed:?}"
+            );
+            assert_eq!(bulk_max_packet(speed), bulk, "{speed:?}");
+            assert_eq!(
+                max_packet_limit(speed, TransferType::Isochronous),
+                iso,
+                "{speed:?}"
+            );
+        }
+        assert_eq!(ep0_max_packet(Speed::Super, 9), 512);
+        assert_eq!(ep0_max_packet(Speed::High, 64), 64);
+        assert_eq!(ep0_max_packet(Speed::Super, 0xff), 0xff);
+        assert_eq!(max_power_unit_ma(Speed::Super), 8);
+        assert_eq!(default_usb_version(Speed::Full), 0x0110);
+    }
+}
