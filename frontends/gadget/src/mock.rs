@@ -165,9 +165,18 @@ impl MockBackend {
     fn wait_gadget<T>(
         &self,
         cancel: &CancelHandle,
-        mut ready: impl FnMut(&mut State) -> Option<Result<T, Errno>>,
+        ready: impl FnMut(&mut State) -> Option<Result<T, Errno>>,
     ) -> Result<T, Errno> {
         let _blocked = cancel.enter(self.waker()).map_err(|_| Errno::EINTR)?;
+        self.wait_entered(cancel, ready)
+    }
+
+    /// [`wait_gadget`](Self::wait_gadget) for a caller already registered with `cancel`.
+    fn wait_entered<T>(
+        &self,
+        cancel: &CancelHandle,
+        mut ready: impl FnMut(&mut State) -> Option<Result<T, Errno>>,
+    ) -> Result<T, Errno> {
         let mut st = self.lock();
         loop {
             if let Some(r) = ready(&mut st) {
@@ -218,6 +227,12 @@ impl MockBackend {
     }
 
     // -- host side ------------------------------------------------------------------------
+
+    /// Waits until the gadget has issued RUN (so CONNECT is queued before anything the host
+    /// sends next, as with a real UDC).
+    pub fn wait_running(&self) -> Result<(), MockError> {
+        self.wait_host(|st| st.running.then_some(()))
+    }
 
     /// Sends a SETUP (with `out_data` as the OUT data stage, if any) and waits for the reply.
     pub fn control(&self, setup: SetupPacket, out_data: &[u8]) -> Result<Ep0Reply, MockError> {
@@ -520,6 +535,9 @@ impl Backend for MockBackend {
         _flags: IoFlags,
         cancel: &CancelHandle,
     ) -> Result<usize, Errno> {
+        // Register before the transfer becomes visible to the host: a real transfer is inside
+        // the kernel before the host can complete it.
+        let _blocked = cancel.enter(self.waker()).map_err(|_| Errno::EINTR)?;
         let gen = {
             let mut st = self.lock();
             st.running.then_some(()).ok_or(Errno::EINVAL)?;
@@ -540,12 +558,13 @@ impl Backend for MockBackend {
             self.shared.cv.notify_all();
             slot.shutdown_gen
         };
-        let r = self.wait_gadget(cancel, |st| {
+        let r = self.wait_entered(cancel, |st| {
             let slot = &mut st.slots[usize::from(ep.0)];
-            if slot.shutdown_gen != gen {
-                return Some(Err(Errno::ESHUTDOWN));
+            // A transfer that completed keeps its result even if a reset follows.
+            if let Some(n) = slot.taken.take() {
+                return Some(Ok(n));
             }
-            slot.taken.take().map(Ok)
+            (slot.shutdown_gen != gen).then_some(Err(Errno::ESHUTDOWN))
         });
         let mut st = self.lock();
         let slot = &mut st.slots[usize::from(ep.0)];
@@ -564,6 +583,9 @@ impl Backend for MockBackend {
         _flags: IoFlags,
         cancel: &CancelHandle,
     ) -> Result<usize, Errno> {
+        // Register before the transfer becomes visible to the host: a real transfer is inside
+        // the kernel before the host can complete it.
+        let _blocked = cancel.enter(self.waker()).map_err(|_| Errno::EINTR)?;
         let gen = {
             let mut st = self.lock();
             st.running.then_some(()).ok_or(Errno::EINVAL)?;
@@ -581,7 +603,7 @@ impl Backend for MockBackend {
             slot.in_flight = true;
             slot.shutdown_gen
         };
-        let r = self.wait_gadget(cancel, |st| {
+        let r = self.wait_entered(cancel, |st| {
             let slot = &mut st.slots[usize::from(ep.0)];
             if slot.shutdown_gen != gen {
                 return Some(Err(Errno::ESHUTDOWN));

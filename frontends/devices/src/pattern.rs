@@ -1,0 +1,142 @@
+//! The data patterns of Linux usbtest / f_sourcesink (contract T8).
+//!
+//! `pattern=1` is `(i % maxpacket) % 63`, restarting at every buffer; `pattern=0` is zeros.
+//! Both sides use the endpoint's maxpacket (64 at FS, 512 at HS, 1024 at SS for bulk), so
+//! buffers whose length is a multiple of maxpacket stay in phase across transfers, and every
+//! packet starts the pattern again. The sink can therefore check any received buffer from its
+//! first byte as long as all packets but the last were full.
+
+/// Which pattern a source sends and a sink checks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Pattern {
+    /// usbtest `pattern=0`: all zeros (needed by usbtest cases 27/28, contract T10).
+    Zeros,
+    /// usbtest `pattern=1`: `(i % maxpacket) % 63`.
+    #[default]
+    Mod63,
+}
+
+impl Pattern {
+    /// From usbtest's module parameter value.
+    pub fn from_usbtest(v: u32) -> Option<Pattern> {
+        match v {
+            0 => Some(Pattern::Zeros),
+            1 => Some(Pattern::Mod63),
+            _ => None,
+        }
+    }
+
+    /// The byte at offset `i` of a buffer.
+    pub fn byte(self, i: usize, maxpacket: usize) -> u8 {
+        match self {
+            Pattern::Zeros => 0,
+            Pattern::Mod63 => ((i % maxpacket.max(1)) % 63) as u8,
+        }
+    }
+
+    /// Fills `buf` from offset 0.
+    pub fn fill(self, buf: &mut [u8], maxpacket: usize) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.byte(i, maxpacket);
+        }
+    }
+
+    /// Checks `buf` from offset 0: the number of wrong bytes and the first wrong offset.
+    pub fn check(self, buf: &[u8], maxpacket: usize) -> PatternCheck {
+        let mut errors = 0;
+        let mut first = None;
+        for (i, &b) in buf.iter().enumerate() {
+            if b != self.byte(i, maxpacket) {
+                errors += 1;
+                first.get_or_insert(i);
+            }
+        }
+        PatternCheck {
+            errors,
+            first_error: first,
+        }
+    }
+}
+
+/// The result of [`Pattern::check`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PatternCheck {
+    pub errors: usize,
+    pub first_error: Option<usize>,
+}
+
+/// Rounds a request size up to a whole number of packets, so that the pattern stays in phase
+/// from one request to the next (T8). A size of 0 becomes one packet.
+pub fn round_to_packets(size: usize, maxpacket: usize) -> usize {
+    let mp = maxpacket.max(1);
+    size.max(1).div_ceil(mp) * mp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// contract T8: `(i % maxpacket) % 63` for the three bulk maxpackets.
+    #[test]
+    fn t8_pattern_values_per_maxpacket() {
+        for mp in [64usize, 512, 1024] {
+            let mut b = vec![0xaa; 3 * mp + 17];
+            Pattern::Mod63.fill(&mut b, mp);
+            for (i, &x) in b.iter().enumerate() {
+                assert_eq!(x as usize, (i % mp) % 63, "mp {mp} offset {i}");
+            }
+            // Each packet restarts: byte mp is 0, byte 63 is 0, byte 62 is 62.
+            assert_eq!((b[mp], b[63], b[62]), (0, 0, 62));
+            assert_eq!(
+                Pattern::Mod63.check(&b, mp),
+                PatternCheck {
+                    errors: 0,
+                    first_error: None
+                }
+            );
+        }
+    }
+
+    /// A buffer that is not a multiple of maxpacket (ends in a short packet) checks cleanly;
+    /// a corrupted byte is found; the wrong maxpacket is detected.
+    #[test]
+    fn t8_short_buffers_and_errors() {
+        let mp = 512;
+        let mut b = vec![0; 1000];
+        Pattern::Mod63.fill(&mut b, mp);
+        assert_eq!(Pattern::Mod63.check(&b, mp).errors, 0);
+        b[700] ^= 0xff;
+        assert_eq!(
+            Pattern::Mod63.check(&b, mp),
+            PatternCheck {
+                errors: 1,
+                first_error: Some(700)
+            }
+        );
+        let mut c = vec![0; 1024];
+        Pattern::Mod63.fill(&mut c, 1024);
+        let wrong = Pattern::Mod63.check(&c, 512);
+        assert!(
+            wrong.errors > 0 && wrong.first_error == Some(512),
+            "{wrong:?}"
+        );
+        assert_eq!(Pattern::Zeros.check(&[0, 0, 1], 64).errors, 1);
+    }
+
+    /// Concatenated packets of a transfer that spans requests stay in phase when requests are
+    /// whole packets.
+    #[test]
+    fn t8_requests_of_whole_packets_stay_in_phase() {
+        assert_eq!(round_to_packets(32768, 512), 32768);
+        assert_eq!(round_to_packets(1000, 512), 1024);
+        assert_eq!(round_to_packets(0, 64), 64);
+        let mp = 64;
+        let mut host = vec![0; 10 * mp];
+        // The host fills its 640-byte URB from offset 0...
+        Pattern::Mod63.fill(&mut host, mp);
+        // ...and the gadget receives it in requests of 3 packets: each checks from offset 0.
+        for chunk in host.chunks(round_to_packets(150, mp)) {
+            assert_eq!(Pattern::Mod63.check(chunk, mp).errors, 0);
+        }
+    }
+}

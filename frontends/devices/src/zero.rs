@@ -1,0 +1,505 @@
+//! Gadget Zero: the source/sink test device that Linux `usbtest` drives.
+//!
+//! It presents itself as `g_zero` does (VID 0x0525, PID 0xa4a0, which usbtest binds with
+//! `autoconf`, `ctrl_out`, `intr` and `iso`), with one vendor-specific interface:
+//! - altsetting 0: bulk OUT + bulk IN (sink and source) and interrupt OUT + IN (usbtest cases
+//!   25/26, which the in-kernel g_zero lacks);
+//! - altsetting 1: bulk OUT + IN and isochronous OUT + IN, declared only when EPS_INFO has
+//!   iso-capable endpoints. Without them it is left out entirely, as `f_sourcesink.c` does
+//!   (`no_iso`): usbtest then finds one altsetting and skips the iso cases (contract T9).
+//!
+//! The source writes the usbtest pattern, the sink checks it (contract T8) with the maxpacket
+//! of the speed given to INIT (64 FS, 512 HS, 1024 SS for bulk). The vendor requests 0x5b (OUT)
+//! and 0x5c (IN) store and return up to 4096 bytes, `g_zero`'s ep0 buffer
+//! (`USB_COMP_EP0_BUFSIZ`); usbtest cases 14/21 write then read them back. One thread per
+//! endpoint; a bus reset, SET_CONFIGURATION or SET_INTERFACE stops them (cancel, join,
+//! disable) and starts them again as needed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rawgadget::setup::{SetupPacket, TYPE_VENDOR};
+use rawgadget::{
+    Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed, TransferType,
+};
+use tracing::{debug, info, warn};
+
+use crate::desc::{self, DeviceInfo};
+use crate::device::{req, ControlReply, Device, DeviceError, Function};
+use crate::pattern::{round_to_packets, Pattern};
+
+/// `g_zero`'s IDs (NetChip / Linux-USB "Gadget Zero"), which usbtest matches.
+pub const VENDOR_ID: u16 = 0x0525;
+pub const PRODUCT_ID: u16 = 0xa4a0;
+/// Vendor request: control write into the buffer (usbtest `ctrl_out`).
+pub const REQ_CONTROL_WRITE: u8 = 0x5b;
+/// Vendor request: control read of the buffer.
+pub const REQ_CONTROL_READ: u8 = 0x5c;
+/// Size of the vendor request buffer: `USB_COMP_EP0_BUFSIZ` of the composite framework.
+pub const VENDOR_BUF_SIZE: usize = 4096;
+/// Interrupt endpoints use 64-byte packets at every speed (the FS maximum), one packet per
+/// request, so that any usbtest length that is a multiple of 64 works.
+pub const INT_MAXPACKET: u16 = 64;
+
+/// Settings of a Gadget Zero.
+#[derive(Clone, Debug)]
+pub struct ZeroConfig {
+    /// The speed given to INIT; selects the packet sizes. Default HIGH.
+    pub speed: Speed,
+    /// Bytes per bulk request, rounded up to whole packets. Default 32 KiB.
+    pub req_size: usize,
+    /// usbtest's `pattern` module parameter (default 1, [`Pattern::Mod63`]).
+    pub pattern: Pattern,
+}
+
+impl Default for ZeroConfig {
+    fn default() -> Self {
+        ZeroConfig {
+            speed: Speed::High,
+            req_size: 32 * 1024,
+            pattern: Pattern::Mod63,
+        }
+    }
+}
+
+/// Counters of a running Gadget Zero, shared with its endpoint threads.
+#[derive(Debug, Default)]
+pub struct ZeroStats {
+    /// Bytes the host read from the source endpoints.
+    pub bytes_in: AtomicU64,
+    /// Bytes the sink endpoints received.
+    pub bytes_out: AtomicU64,
+    /// Bytes received that did not match the pattern.
+    pub pattern_errors: AtomicU64,
+    /// Transfers that failed with an errno other than EINTR/ESHUTDOWN (for example EPIPE
+    /// while halted).
+    pub transfer_errors: AtomicU64,
+}
+
+impl ZeroStats {
+    pub fn pattern_errors(&self) -> u64 {
+        self.pattern_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Bulk maxpacket at `speed` (fixed by USB 2.0/3.x for HS and SS; dummy_udc checks it, D6).
+pub fn bulk_maxpacket(speed: Speed) -> u16 {
+    match speed {
+        Speed::Low | Speed::Full | Speed::Unknown | Speed::Wireless => 64,
+        Speed::High => 512,
+        Speed::Super | Speed::SuperPlus => 1024,
+    }
+}
+
+fn iso_maxpacket(speed: Speed) -> u16 {
+    if matches!(speed, Speed::Full | Speed::Low) {
+        1023
+    } else {
+        1024
+    }
+}
+
+fn is_super(speed: Speed) -> bool {
+    matches!(speed, Speed::Super | Speed::SuperPlus)
+}
+
+/// Builds the Gadget Zero device and the handle to its counters.
+pub fn gadget_zero(config: ZeroConfig) -> (Device, Arc<ZeroStats>) {
+    let stats = Arc::new(ZeroStats::default());
+    let ss = SourceSink::new(0, config, stats.clone());
+    let device = Device {
+        info: DeviceInfo {
+            bcd_usb: 0x0200,
+            class: 0xff, // vendor specific, as g_zero
+            subclass: 0,
+            protocol: 0,
+            vendor_id: VENDOR_ID,
+            product_id: PRODUCT_ID,
+            bcd_device: 0x0100,
+            manufacturer: 1,
+            product: 2,
+            serial: 3,
+        },
+        config_string: 4,
+        config_attributes: 0xc0, // bus-powered bit 7 + self-powered
+        max_power: 50,           // 100 mA
+        strings: vec![
+            "rawgadget".into(),
+            "Gadget Zero".into(),
+            "0123456789.0123456789.0123456789".into(),
+            "source/sink".into(),
+            "source and sink data".into(),
+        ],
+        functions: vec![Box::new(ss)],
+    };
+    (device, stats)
+}
+
+/// The source/sink function of Gadget Zero (`f_sourcesink` with interrupt endpoints).
+pub struct SourceSink {
+    interface: u8,
+    config: ZeroConfig,
+    stats: Arc<ZeroStats>,
+    /// Endpoint numbers once assigned: bulk OUT, bulk IN, int OUT, int IN.
+    bulk_out: u8,
+    bulk_in: u8,
+    int_out: u8,
+    int_in: u8,
+    /// Iso OUT and IN numbers, when the controller has iso endpoints.
+    iso: Option<(u8, u8)>,
+    alt: u8,
+    configured: bool,
+    workers: Vec<Worker>,
+    vendor_buf: Vec<u8>,
+}
+
+struct Worker {
+    ep: Endpoint,
+    thread: JoinHandle<()>,
+}
+
+impl SourceSink {
+    pub fn new(interface: u8, config: ZeroConfig, stats: Arc<ZeroStats>) -> SourceSink {
+        SourceSink {
+            interface,
+            config,
+            stats,
+            bulk_out: 0,
+            bulk_in: 0x80,
+            int_out: 0,
+            int_in: 0x80,
+            iso: None,
+            alt: 0,
+            configured: false,
+            workers: Vec::new(),
+            vendor_buf: vec![0; VENDOR_BUF_SIZE],
+        }
+    }
+
+    /// The endpoints of altsetting `alt` at `speed`, in descriptor order.
+    fn endpoints(&self, alt: u8, speed: Speed) -> Vec<EndpointDesc> {
+        let mp = bulk_maxpacket(speed);
+        let with =
+            |address: u8, ty: TransferType, max_packet_size: u16, interval: u8| EndpointDesc {
+                address,
+                attributes: ty.bits(),
+                max_packet_size,
+                interval,
+            };
+        let mut v = vec![
+            with(self.bulk_out, TransferType::Bulk, mp, 0),
+            with(self.bulk_in, TransferType::Bulk, mp, 0),
+        ];
+        let hs = !matches!(speed, Speed::Full | Speed::Low);
+        if alt == 0 {
+            let interval = if hs { 4 } else { 1 }; // 1 ms either way
+            v.push(with(
+                self.int_out,
+                TransferType::Interrupt,
+                INT_MAXPACKET,
+                interval,
+            ));
+            v.push(with(
+                self.int_in,
+                TransferType::Interrupt,
+                INT_MAXPACKET,
+                interval,
+            ));
+        } else if let Some((out, inn)) = self.iso {
+            // f_sourcesink's defaults: isoc_interval 4, isoc_maxpacket 1024 (1023 at FS).
+            v.push(with(
+                out,
+                TransferType::Isochronous,
+                iso_maxpacket(speed),
+                4,
+            ));
+            v.push(with(
+                inn,
+                TransferType::Isochronous,
+                iso_maxpacket(speed),
+                4,
+            ));
+        }
+        v
+    }
+
+    fn alt_count(&self) -> u8 {
+        if self.iso.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.ep.cancel();
+            if w.thread.join().is_err() {
+                warn!("an endpoint thread panicked");
+            }
+            if let Err(e) = w.ep.disable() {
+                // After a reset a hardware UDC may already have disabled it.
+                debug!(ep = w.ep.address(), error = %e, "disable");
+            }
+        }
+    }
+
+    fn start_alt(&mut self, gadget: &Gadget, alt: u8) -> Result<(), DeviceError> {
+        let speed = gadget.speed();
+        for d in self.endpoints(alt, speed) {
+            let ep = gadget.enable(&d)?;
+            let thread = self.spawn_worker(ep.clone())?;
+            self.workers.push(Worker { ep, thread });
+        }
+        self.alt = alt;
+        debug!(alt, endpoints = self.workers.len(), "altsetting started");
+        Ok(())
+    }
+
+    fn spawn_worker(&self, ep: Endpoint) -> Result<JoinHandle<()>, DeviceError> {
+        let mp = usize::from(ep.max_packet());
+        let size = match ep.transfer_type() {
+            TransferType::Bulk => round_to_packets(self.config.req_size, mp),
+            // One packet per request (contract I7 for iso; see INT_MAXPACKET for interrupt).
+            _ => mp,
+        };
+        let (pattern, stats) = (self.config.pattern, self.stats.clone());
+        let name = format!("ep{:02x}", ep.address());
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || match ep.direction() {
+                Direction::In => source_loop(&ep, size, mp, pattern, &stats),
+                Direction::Out => sink_loop(&ep, size, mp, pattern, &stats),
+            })
+            .map_err(|e| DeviceError::Config(format!("cannot spawn an endpoint thread: {e}")))
+    }
+}
+
+/// Ends a loop on EINTR (cancelled) or ESHUTDOWN (reset or disconnect: the event thread will
+/// clean up); other errors are counted and retried after a pause.
+fn keep_going(ep: &Endpoint, e: &rawgadget::Error, stats: &ZeroStats, failures: &mut u32) -> bool {
+    if e.is_interrupted() || e.is_shutdown() {
+        debug!(ep = ep.address(), error = %e, "endpoint thread stops");
+        return false;
+    }
+    stats.transfer_errors.fetch_add(1, Ordering::Relaxed);
+    *failures += 1;
+    if *failures > 1000 {
+        warn!(ep = ep.address(), error = %e, "too many failures, endpoint thread stops");
+        return false;
+    }
+    debug!(ep = ep.address(), error = %e, "transfer failed, retrying");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    true
+}
+
+fn source_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &ZeroStats) {
+    let mut buf = vec![0u8; size];
+    pattern.fill(&mut buf, mp);
+    let mut failures = 0;
+    loop {
+        match ep.write(&buf) {
+            Ok(n) => {
+                failures = 0;
+                stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if keep_going(ep, &e, stats, &mut failures) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn sink_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &ZeroStats) {
+    let mut buf = vec![0u8; size];
+    let mut failures = 0;
+    let mut logged = 0;
+    loop {
+        match ep.read_into(&mut buf) {
+            Ok(n) => {
+                failures = 0;
+                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                let check = pattern.check(&buf[..n], mp);
+                if check.errors > 0 {
+                    stats
+                        .pattern_errors
+                        .fetch_add(check.errors as u64, Ordering::Relaxed);
+                    if logged < 10 {
+                        logged += 1;
+                        let at = check.first_error.unwrap_or(0);
+                        warn!(
+                            ep = ep.address(),
+                            len = n,
+                            errors = check.errors,
+                            first_error = at,
+                            got = buf[at],
+                            want = pattern.byte(at, mp),
+                            "sink: data does not match the pattern"
+                        );
+                    }
+                }
+            }
+            Err(e) if keep_going(ep, &e, stats, &mut failures) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Function for SourceSink {
+    fn name(&self) -> &'static str {
+        "source/sink"
+    }
+
+    fn num_interfaces(&self) -> u8 {
+        1
+    }
+
+    fn assign_endpoints(&mut self, alloc: &mut EndpointAllocator) -> Result<(), DeviceError> {
+        let speed = self.config.speed;
+        let mp = bulk_maxpacket(speed);
+        let mut take = |dir, ty, mp, what: &str| {
+            let mut d = EndpointDesc::new(dir, ty, mp, 0);
+            alloc
+                .assign(&mut d)
+                .map(|_| d.address)
+                .ok_or_else(|| DeviceError::NoEndpoint {
+                    what: what.to_string(),
+                })
+        };
+        self.bulk_out = take(Direction::Out, TransferType::Bulk, mp, "bulk OUT")?;
+        self.bulk_in = take(Direction::In, TransferType::Bulk, mp, "bulk IN")?;
+        self.int_out = take(
+            Direction::Out,
+            TransferType::Interrupt,
+            INT_MAXPACKET,
+            "interrupt OUT",
+        )?;
+        self.int_in = take(
+            Direction::In,
+            TransferType::Interrupt,
+            INT_MAXPACKET,
+            "interrupt IN",
+        )?;
+        let imp = iso_maxpacket(speed);
+        // Both iso endpoints or none (f_sourcesink's `no_iso`).
+        let mut trial = alloc.clone();
+        let mut o = EndpointDesc::new(Direction::Out, TransferType::Isochronous, imp, 4);
+        let mut i = EndpointDesc::new(Direction::In, TransferType::Isochronous, imp, 4);
+        self.iso = match (trial.assign(&mut o), trial.assign(&mut i)) {
+            (Some(_), Some(_)) => {
+                *alloc = trial;
+                Some((o.address, i.address))
+            }
+            _ => None,
+        };
+        info!(
+            bulk_out = self.bulk_out,
+            bulk_in = self.bulk_in,
+            int_out = self.int_out,
+            int_in = self.int_in,
+            iso = ?self.iso,
+            "endpoint addresses"
+        );
+        Ok(())
+    }
+
+    fn descriptors(&self, speed: Speed) -> Vec<u8> {
+        let mut v = Vec::new();
+        for alt in 0..self.alt_count() {
+            let eps = self.endpoints(alt, speed);
+            v.extend_from_slice(&desc::interface(
+                self.interface,
+                alt,
+                eps.len() as u8,
+                [0xff, 0, 0],
+                5,
+            ));
+            for e in eps {
+                v.extend_from_slice(&e.to_bytes());
+                if is_super(speed) {
+                    let (burst, bpi) = match e.transfer_type() {
+                        TransferType::Bulk => (0, 0),
+                        _ => (0, e.max_packet()),
+                    };
+                    v.extend_from_slice(&desc::ss_companion(burst, 0, bpi));
+                }
+            }
+        }
+        v
+    }
+
+    fn control(&mut self, gadget: &Gadget, setup: &SetupPacket) -> Option<ControlReply> {
+        let mine = setup.index == u16::from(self.interface);
+        match (setup.request_type, setup.request) {
+            (0x01, req::SET_INTERFACE) if mine => Some(
+                if !self.configured || setup.value >= u16::from(self.alt_count()) {
+                    ControlReply::Stall
+                } else {
+                    // Restart the endpoints even for the same altsetting: usbtest sets alt 0 before
+                    // every test and expects fresh data (as f_sourcesink's set_alt does).
+                    self.stop_workers();
+                    match self.start_alt(gadget, setup.value as u8) {
+                        Ok(()) => ControlReply::Accept,
+                        Err(e) => {
+                            warn!(error = %e, "SET_INTERFACE failed");
+                            self.stop_workers();
+                            ControlReply::Stall
+                        }
+                    }
+                },
+            ),
+            (0x81, req::GET_INTERFACE) if mine => Some(if self.configured {
+                ControlReply::In(vec![self.alt])
+            } else {
+                ControlReply::Stall
+            }),
+            (rt, REQ_CONTROL_WRITE) if rt & 0x60 == TYPE_VENDOR => Some(
+                if rt == 0x40
+                    && setup.value == 0
+                    && setup.index == 0
+                    && usize::from(setup.length) <= VENDOR_BUF_SIZE
+                {
+                    ControlReply::Accept
+                } else {
+                    ControlReply::Stall
+                },
+            ),
+            (rt, REQ_CONTROL_READ) if rt & 0x60 == TYPE_VENDOR => Some(
+                if rt == 0xc0
+                    && setup.value == 0
+                    && setup.index == 0
+                    && usize::from(setup.length) <= VENDOR_BUF_SIZE
+                {
+                    ControlReply::In(self.vendor_buf[..usize::from(setup.length)].to_vec())
+                } else {
+                    ControlReply::Stall
+                },
+            ),
+            _ => None,
+        }
+    }
+
+    fn control_out_data(&mut self, setup: &SetupPacket, data: &[u8]) {
+        if setup.request == REQ_CONTROL_WRITE {
+            let n = data.len().min(self.vendor_buf.len());
+            self.vendor_buf[..n].copy_from_slice(&data[..n]);
+        }
+    }
+
+    fn configure(&mut self, gadget: &Gadget) -> Result<(), DeviceError> {
+        self.configured = true;
+        self.start_alt(gadget, 0)
+    }
+
+    fn deconfigure(&mut self) {
+        self.stop_workers();
+        self.configured = false;
+        self.alt = 0;
+    }
+}
+
+impl Drop for SourceSink {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
