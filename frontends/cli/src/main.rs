@@ -1,1 +1,307 @@
-fn main() {}
+//! `rawgadget`: run the built-in devices on a raw gadget node, or print their descriptors.
+//!
+//! - `rawgadget [describe [zero|keyboard|all]]` prints descriptors like `lsusb -v`, without a
+//!   kernel (the default command);
+//! - `rawgadget zero` runs Gadget Zero for Linux usbtest;
+//! - `rawgadget keyboard --text ...` runs a HID keyboard that types the text.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rawgadget::{dummy_udc_eps, Gadget, Speed};
+use rawgadget_devices::{
+    gadget_zero, keyboard, Device, DeviceRunner, KeyboardConfig, Pattern, ZeroConfig,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "rawgadget",
+    version,
+    about = "USB Raw Gadget devices and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the built-in devices' descriptors like `lsusb -v` (no kernel needed).
+    Describe {
+        #[arg(value_enum, default_value_t = Which::All)]
+        device: Which,
+        /// The speed whose descriptors to print.
+        #[arg(long, value_enum, default_value_t = SpeedArg::High)]
+        speed: SpeedArg,
+    },
+    /// Run Gadget Zero (source/sink, vendor control requests) for Linux usbtest.
+    Zero {
+        #[command(flatten)]
+        udc: UdcArgs,
+        /// Bytes per bulk request (rounded up to whole packets).
+        #[arg(long, default_value_t = 32768)]
+        req_size: usize,
+        /// usbtest's `pattern` parameter: 0 zeros, 1 `(i % maxpacket) % 63`.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
+        pattern: u32,
+    },
+    /// Run a HID boot keyboard that types TEXT once configured.
+    Keyboard {
+        #[command(flatten)]
+        udc: UdcArgs,
+        /// What to type (US layout, printable ASCII, \n and \t).
+        #[arg(long)]
+        text: String,
+        /// Exit (status 0) once the whole text has been read by the host.
+        #[arg(long)]
+        exit_when_done: bool,
+    },
+}
+
+#[derive(Args)]
+struct UdcArgs {
+    /// UDC driver name (`USB_UDC_NAME` in /sys/class/udc/<device>/uevent).
+    #[arg(long, default_value = "dummy_udc")]
+    driver: String,
+    /// UDC device name (a directory of /sys/class/udc).
+    #[arg(long, default_value = "dummy_udc.0")]
+    device: String,
+    /// The gadget's maximum speed.
+    #[arg(long, value_enum, default_value_t = SpeedArg::High)]
+    speed: SpeedArg,
+    /// The raw gadget device node.
+    #[arg(long, default_value = rawgadget::DEFAULT_NODE)]
+    node: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Which {
+    Zero,
+    Keyboard,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SpeedArg {
+    Low,
+    Full,
+    High,
+    Super,
+}
+
+impl From<SpeedArg> for Speed {
+    fn from(s: SpeedArg) -> Speed {
+        match s {
+            SpeedArg::Low => Speed::Low,
+            SpeedArg::Full => Speed::Full,
+            SpeedArg::High => Speed::High,
+            SpeedArg::Super => Speed::Super,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Describe {
+        device: Which::All,
+        speed: SpeedArg::High,
+    });
+    let result = match command {
+        Command::Describe { device, speed } => describe(device, speed.into()),
+        Command::Zero {
+            udc,
+            req_size,
+            pattern,
+        } => run_zero(&udc, req_size, pattern),
+        Command::Keyboard {
+            udc,
+            text,
+            exit_when_done,
+        } => run_keyboard(&udc, &text, exit_when_done),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rawgadget: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---- describe ----------------------------------------------------------------------------
+
+fn describe(which: Which, speed: Speed) -> Result<ExitCode> {
+    let mut devices: Vec<(&str, Device)> = Vec::new();
+    if matches!(which, Which::Zero | Which::All) {
+        devices.push((
+            "Gadget Zero",
+            gadget_zero(ZeroConfig {
+                speed,
+                ..ZeroConfig::default()
+            })
+            .0,
+        ));
+    }
+    if matches!(which, Which::Keyboard | Which::All) {
+        let text = KeyboardConfig {
+            text: String::new(),
+        };
+        devices.push(("HID keyboard", keyboard(text)?.0));
+    }
+    let mut out = String::new();
+    for (i, (name, mut dev)) in devices.into_iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        dev.assign_endpoints(&dummy_udc_eps())
+            .with_context(|| format!("assigning endpoints of {name}"))?;
+        print_device(&mut out, name, &dev, speed);
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_device(out: &mut String, name: &str, dev: &Device, speed: Speed) {
+    use std::fmt::Write;
+    let set = dev.descriptor_set(speed);
+    let _ = writeln!(
+        out,
+        "=== {name} ({}, endpoint numbers as on dummy_udc) ===",
+        speed.as_str()
+    );
+    let _ = write!(out, "{}", rawgadget_usb::Dump(&set.device));
+    let _ = write!(out, "{}", rawgadget_usb::Dump(&set.config));
+    if let Some(q) = &set.qualifier {
+        let _ = write!(out, "{}", rawgadget_usb::Dump(q));
+    }
+    if let Some(o) = &set.other_speed_config {
+        let _ = write!(out, "{}", rawgadget_usb::Dump(o));
+    }
+    if let Some(b) = &set.bos {
+        let _ = write!(out, "{}", rawgadget_usb::Dump(b));
+    }
+    let _ = writeln!(out, "Strings:");
+    for (index, s) in &set.strings {
+        let _ = writeln!(out, "  {index:3} {s:?}");
+    }
+    for (what, bytes) in &set.extra {
+        let _ = writeln!(out, "{what} ({} bytes):", bytes.len());
+        for chunk in bytes.chunks(16) {
+            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = writeln!(out, "  {}", hex.join(" "));
+        }
+    }
+}
+
+// ---- running devices ---------------------------------------------------------------------
+
+fn open_gadget(udc: &UdcArgs) -> Result<Gadget> {
+    let gadget = Gadget::builder()
+        .driver(&udc.driver)
+        .device(&udc.device)
+        .speed(udc.speed.into())
+        .open(&udc.node)?;
+    Ok(gadget)
+}
+
+/// Stops the event loop on SIGINT or SIGTERM, so the device shuts down cleanly.
+fn stop_on_signals(gadget: &Gadget) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let g = gadget.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "stopping");
+                g.stop_events();
+            }
+        })?;
+    Ok(())
+}
+
+fn run_device(udc: &UdcArgs, gadget: Gadget, device: Device) -> Result<()> {
+    stop_on_signals(&gadget)?;
+    DeviceRunner::new(gadget, device).run().map_err(|e| {
+        let hint = match &e {
+            rawgadget_devices::DeviceError::Gadget(rawgadget::Error::Op { op, errno })
+                if *op == "USB_RAW_IOCTL_RUN" && (errno.0 == 16 || errno.0 == 19) =>
+            {
+                format!(
+                    " (no free UDC named {} with driver {}: is dummy_hcd loaded and the UDC \
+                     unused? see /sys/class/udc)",
+                    udc.device, udc.driver
+                )
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })
+}
+
+fn run_zero(udc: &UdcArgs, req_size: usize, pattern: u32) -> Result<ExitCode> {
+    let pattern = Pattern::from_usbtest(pattern).context("pattern must be 0 or 1")?;
+    if req_size == 0 || req_size > 4 << 20 {
+        bail!("--req-size must be between 1 and 4194304 (raw gadget's transfer limit)");
+    }
+    let speed: Speed = udc.speed.into();
+    let (device, stats) = gadget_zero(ZeroConfig {
+        speed,
+        req_size,
+        pattern,
+    });
+    let gadget = open_gadget(udc)?;
+    tracing::info!(udc = %udc.device, speed = speed.as_str(), req_size, ?pattern, "Gadget Zero");
+    run_device(udc, gadget, device)?;
+    let errors = stats.pattern_errors();
+    eprintln!(
+        "rawgadget zero: {} bytes sent, {} bytes received, {} pattern errors, {} failed transfers",
+        stats.bytes_in.load(Ordering::Relaxed),
+        stats.bytes_out.load(Ordering::Relaxed),
+        errors,
+        stats.transfer_errors.load(Ordering::Relaxed)
+    );
+    Ok(if errors > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_keyboard(udc: &UdcArgs, text: &str, exit_when_done: bool) -> Result<ExitCode> {
+    let (device, state) = keyboard(KeyboardConfig {
+        text: text.to_string(),
+    })?;
+    let gadget = open_gadget(udc)?;
+    tracing::info!(udc = %udc.device, chars = text.chars().count(), "HID keyboard");
+    if exit_when_done {
+        let (g, st) = (gadget.clone(), Arc::clone(&state));
+        std::thread::spawn(move || {
+            while !st.is_done() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            g.stop_events();
+        });
+    }
+    run_device(udc, gadget, device)?;
+    eprintln!(
+        "rawgadget keyboard: {}/{} reports delivered",
+        state.reports_sent.load(Ordering::SeqCst),
+        state.reports_total
+    );
+    Ok(ExitCode::SUCCESS)
+}

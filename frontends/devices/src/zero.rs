@@ -23,7 +23,7 @@ use rawgadget::setup::{SetupPacket, TYPE_VENDOR};
 use rawgadget::{
     Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed, TransferType,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::desc::{self, DeviceInfo};
 use crate::device::{req, ControlReply, Device, DeviceError, Function};
@@ -392,7 +392,7 @@ impl Function for SourceSink {
             }
             _ => None,
         };
-        info!(
+        debug!(
             bulk_out = self.bulk_out,
             bulk_in = self.bulk_in,
             int_out = self.int_out,
