@@ -43,6 +43,9 @@ impl fmt::Display for Error {
     }
 }
 
+/// Lets `thiserror` users wrap it with `#[from]` / `#[source]`.
+impl core::error::Error for Error {}
+
 pub type Result<T> = core::result::Result<T, Error>;
 
 /// A little-endian field of one, two or four bytes.
