@@ -229,25 +229,32 @@ fn finish(partial: Partial) -> Result<HostPdu, Error> {
     })
 }
 
-/// Spreads packed iso IN data back to each packet's offset, as `usbip_pad_iso` does
-/// (`usbip_common.c:740-772`): the host's view of the transfer buffer.
+/// The host's transfer buffer after `usbip_pad_iso` (`usbip_common.c:740-772`): the packed data
+/// at the start, then, walking from the last packet down to the second, each packet moved to its
+/// `offset`. Mirrors the kernel exactly, including its assumptions: packet 0 is never moved (its
+/// offset is taken to be 0) and nothing moves when `actual_length` equals
+/// `transfer_buffer_length`. Moves that would leave the buffer are skipped instead of panicking.
 pub fn pad_iso(
     data: &[u8],
     packets: &[IsoPacketDescriptor],
     transfer_buffer_length: u32,
 ) -> Vec<u8> {
-    let mut buffer = alloc::vec![0; transfer_buffer_length as usize];
-    let mut at = 0usize;
-    for p in packets {
+    let mut buffer = alloc::vec![0; (transfer_buffer_length as usize).max(data.len())];
+    buffer[..data.len()].copy_from_slice(data);
+    if packets.is_empty() || data.is_empty() || data.len() == transfer_buffer_length as usize {
+        return buffer;
+    }
+    let mut actual_offset = data.len();
+    for p in packets.iter().skip(1).rev() {
         let len = p.actual_length as usize;
-        let (Some(src), Some(dst)) = (
-            data.get(at..at + len),
-            buffer.get_mut(p.offset as usize..p.offset as usize + len),
-        ) else {
+        let Some(src) = actual_offset.checked_sub(len) else {
             break;
         };
-        dst.copy_from_slice(src);
-        at += len;
+        actual_offset = src;
+        let dst = p.offset as usize;
+        if dst.checked_add(len).is_some_and(|end| end <= buffer.len()) {
+            buffer.copy_within(src..src + len, dst);
+        }
     }
     buffer
 }
@@ -345,6 +352,9 @@ mod tests {
                 status: 0,
             },
         ];
-        assert_eq!(pad_iso(b"abcde", &packets, 8), b"ab\0\0cde\0");
+        // The kernel moves with memmove and does not clear the gap: "cd" stays behind it.
+        assert_eq!(pad_iso(b"abcde", &packets, 8), b"abcdcde\0");
+        // A full buffer is left as it is.
+        assert_eq!(pad_iso(b"abcdefgh", &packets, 8), b"abcdefgh");
     }
 }
