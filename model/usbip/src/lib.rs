@@ -27,6 +27,54 @@
 //! wins against a completion (U10, U14) and every other decision belongs to the USB/IP driver and
 //! the engine. Everything here is `no_std` + `alloc` and deterministic.
 //!
+//! # A device-side connection in one loop
+//!
+//! ```
+//! use rawgadget_usbip::wire::{BusId, CmdSubmitRepr, Direction};
+//! use rawgadget_usbip::{
+//!     DeviceDecoder, DeviceEvent, DevicePdu, Limits, OpRepImport, OpRequest, RetSubmit, RetUnlink,
+//!     UsbDevice,
+//! };
+//!
+//! // What the host sends: an import, then a 4-byte interrupt IN URB on ep1.
+//! let busid = BusId::new("1-1").unwrap();
+//! let urb = CmdSubmitRepr {
+//!     seqnum: 1, devid: 0x0001_0002, direction: Direction::In, ep: 1, transfer_flags: 0x200,
+//!     transfer_buffer_length: 4, start_frame: 0, number_of_packets: 0, interval: 8, setup: [0; 8],
+//! };
+//! let mut socket_bytes = OpRequest::Import { busid }.to_vec();
+//! socket_bytes.extend(DevicePdu::Submit(rawgadget_usbip::CmdSubmit {
+//!     header: urb, data: vec![], iso_packets: vec![],
+//! }).to_vec());
+//!
+//! let mut decoder = DeviceDecoder::with_handshake(Limits::REMOTE);
+//! let mut sent: Vec<Vec<u8>> = Vec::new();
+//! let mut rest = &socket_bytes[..];
+//! while !rest.is_empty() {
+//!     let (used, event) = decoder.decode(rest).expect("close the connection on error");
+//!     rest = &rest[used..];
+//!     match event {
+//!         DeviceEvent::NeedMore(_) => break, // read more from the socket
+//!         DeviceEvent::Request(OpRequest::Import { busid }) => {
+//!             let device = UsbDevice { busnum: 1, devnum: 2, speed: 3, ..UsbDevice::default() };
+//!             sent.push(OpRepImport::accept(&busid, device).to_vec());
+//!             assert!(decoder.import_accepted());
+//!         }
+//!         DeviceEvent::Request(OpRequest::Devlist) => break, // answer, then close
+//!         DeviceEvent::Pdu(DevicePdu::Submit(submit)) => {
+//!             // The engine decides; the codec only refuses replies vhci would choke on.
+//!             let reply = RetSubmit::in_data(&submit.header, Ok(()), b"\x01\x02").unwrap();
+//!             sent.push(reply.to_vec());
+//!         }
+//!         DeviceEvent::Pdu(DevicePdu::Unlink(unlink)) => {
+//!             sent.push(RetUnlink::unlinked(&unlink).to_vec());
+//!         }
+//!     }
+//! }
+//! assert_eq!(sent.len(), 2);
+//! assert_eq!(sent[1].len(), 48 + 2);
+//! ```
+//!
 //! # Never panics on input
 //!
 //! Accessors, `parse` and the decoders return errors for any bytes; `emit` panics only when handed
