@@ -7,23 +7,14 @@
 
 use std::fmt;
 
-use rawgadget::setup::{self, SetupPacket};
-use rawgadget::{EndpointAllocator, EpInfo, Event, Gadget, Speed};
+use rawgadget::usb::setup::request::*;
+use rawgadget::usb::{Direction, RequestType};
+use rawgadget::{
+    has_in_data_stage, ControlRequest, EndpointAllocator, EpInfo, Event, Gadget, Speed,
+};
 use tracing::{debug, info, warn};
 
 use crate::desc::{self, dt, DeviceInfo};
-
-/// Standard request codes (USB 2.0 table 9-4).
-pub mod req {
-    pub const GET_STATUS: u8 = 0x00;
-    pub const CLEAR_FEATURE: u8 = 0x01;
-    pub const SET_FEATURE: u8 = 0x03;
-    pub const GET_DESCRIPTOR: u8 = 0x06;
-    pub const GET_CONFIGURATION: u8 = 0x08;
-    pub const SET_CONFIGURATION: u8 = 0x09;
-    pub const GET_INTERFACE: u8 = 0x0a;
-    pub const SET_INTERFACE: u8 = 0x0b;
-}
 
 /// How a function answers a control request it claims.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -71,10 +62,10 @@ pub trait Function: Send {
     }
 
     /// A control request; `None` means "not mine".
-    fn control(&mut self, gadget: &Gadget, setup: &SetupPacket) -> Option<ControlReply>;
+    fn control(&mut self, gadget: &Gadget, setup: &ControlRequest) -> Option<ControlReply>;
 
     /// The OUT data of a request this function accepted.
-    fn control_out_data(&mut self, _setup: &SetupPacket, _data: &[u8]) {}
+    fn control_out_data(&mut self, _setup: &ControlRequest, _data: &[u8]) {}
 
     /// SET_CONFIGURATION with a non-zero value: enable endpoints, start endpoint threads.
     fn configure(&mut self, gadget: &Gadget) -> Result<(), DeviceError>;
@@ -234,7 +225,7 @@ impl Device {
 
     /// GET_DESCRIPTOR to the device: `Some(bytes)` or `None` (stall); other recipients and
     /// types go to the functions.
-    fn get_descriptor(&self, speed: Speed, setup: &SetupPacket) -> Option<Option<Vec<u8>>> {
+    fn get_descriptor(&self, speed: Speed, setup: &ControlRequest) -> Option<Option<Vec<u8>>> {
         if setup.request_type != 0x80 {
             return None;
         }
@@ -349,7 +340,7 @@ impl DeviceRunner {
         Ok(Flow::Continue)
     }
 
-    fn handle_control(&mut self, setup: &SetupPacket) -> rawgadget::Result<()> {
+    fn handle_control(&mut self, setup: &ControlRequest) -> rawgadget::Result<()> {
         let reply = match self.standard(setup) {
             Some(r) => r,
             None => {
@@ -361,7 +352,9 @@ impl DeviceRunner {
                     .enumerate()
                     .find_map(|(i, f)| f.control(gadget, setup).map(|r| (i, r)));
                 match claimed {
-                    Some((i, ControlReply::Accept)) if setup.length > 0 && !setup.is_in() => {
+                    Some((i, ControlReply::Accept))
+                        if setup.length > 0 && setup.direction() == Direction::Out =>
+                    {
                         // Read the data stage, then hand it to the function that claimed it.
                         let data = self.gadget.ep0_read(usize::from(setup.length))?;
                         self.device.functions[i].control_out_data(setup, &data);
@@ -373,11 +366,11 @@ impl DeviceRunner {
             }
         };
         match reply {
-            ControlReply::In(data) if setup.has_in_data_stage() => {
+            ControlReply::In(data) if has_in_data_stage(setup) => {
                 self.gadget.ep0_reply(setup, &data).map(drop)
             }
             // IN with wLength 0, or an accepted request without data: the status stage.
-            ControlReply::In(_) | ControlReply::Accept if !setup.has_in_data_stage() => {
+            ControlReply::In(_) | ControlReply::Accept if !has_in_data_stage(setup) => {
                 self.gadget.ep0_ack()
             }
             // Accept on an IN request with a data stage makes no sense: reject it.
@@ -389,17 +382,17 @@ impl DeviceRunner {
     }
 
     /// Standard requests the device answers itself; `None` passes the request on.
-    fn standard(&mut self, setup: &SetupPacket) -> Option<ControlReply> {
-        if setup.kind() != setup::TYPE_STANDARD {
+    fn standard(&mut self, setup: &ControlRequest) -> Option<ControlReply> {
+        if setup.kind() != RequestType::Standard {
             return None;
         }
         let speed = self.gadget.speed();
         let r = match (setup.request_type, setup.request) {
-            (_, req::GET_DESCRIPTOR) => match self.device.get_descriptor(speed, setup)? {
+            (_, USB_REQ_GET_DESCRIPTOR) => match self.device.get_descriptor(speed, setup)? {
                 Some(d) => ControlReply::In(d),
                 None => ControlReply::Stall,
             },
-            (0x00, req::SET_CONFIGURATION) => {
+            (0x00, USB_REQ_SET_CONFIGURATION) => {
                 // Before the status stage: enable endpoints, VBUS_DRAW, CONFIGURE (spec
                 // Appendix step 5). A repeated SET_CONFIGURATION re-enables cleanly.
                 self.deconfigure();
@@ -416,12 +409,12 @@ impl DeviceRunner {
                     _ => ControlReply::Stall,
                 }
             }
-            (0x80, req::GET_CONFIGURATION) => ControlReply::In(vec![self.configuration]),
+            (0x80, USB_REQ_GET_CONFIGURATION) => ControlReply::In(vec![self.configuration]),
             // Usually answered by the UDC (contract D20); some UDCs forward it.
-            (0x80, req::GET_STATUS) => {
+            (0x80, USB_REQ_GET_STATUS) => {
                 ControlReply::In(vec![u8::from(self.device.config_attributes & 0x40 != 0), 0])
             }
-            (0x81, req::GET_STATUS) | (0x82, req::GET_STATUS) => ControlReply::In(vec![0, 0]),
+            (0x81, USB_REQ_GET_STATUS) | (0x82, USB_REQ_GET_STATUS) => ControlReply::In(vec![0, 0]),
             _ => return None,
         };
         Some(r)

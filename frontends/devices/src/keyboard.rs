@@ -15,24 +15,16 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rawgadget::setup::SetupPacket;
+use rawgadget::usb::class::hid::*;
+use rawgadget::usb::setup::request::*;
 use rawgadget::{
-    Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed, TransferType,
+    ControlRequest, Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed,
+    TransferType,
 };
 use tracing::{debug, info, warn};
 
 use crate::desc::{self, dt, DeviceInfo};
-use crate::device::{req, ControlReply, Device, DeviceError, Function};
-
-/// HID class requests (HID 1.11 §7.2).
-pub mod hid_req {
-    pub const GET_REPORT: u8 = 0x01;
-    pub const GET_IDLE: u8 = 0x02;
-    pub const GET_PROTOCOL: u8 = 0x03;
-    pub const SET_REPORT: u8 = 0x09;
-    pub const SET_IDLE: u8 = 0x0a;
-    pub const SET_PROTOCOL: u8 = 0x0b;
-}
+use crate::device::{ControlReply, Device, DeviceError, Function};
 
 /// Left Shift in the modifier byte.
 pub const MOD_LEFT_SHIFT: u8 = 0x02;
@@ -323,33 +315,33 @@ impl Function for HidKeyboard {
         vec![("HID report descriptor", REPORT_DESCRIPTOR.to_vec())]
     }
 
-    fn control(&mut self, _gadget: &Gadget, setup: &SetupPacket) -> Option<ControlReply> {
+    fn control(&mut self, _gadget: &Gadget, setup: &ControlRequest) -> Option<ControlReply> {
         if setup.index != u16::from(self.interface) {
             return None;
         }
         let r = match (setup.request_type, setup.request) {
-            (0x81, req::GET_DESCRIPTOR) => match setup.value_high() {
+            (0x81, USB_REQ_GET_DESCRIPTOR) => match setup.value_high() {
                 dt::HID => ControlReply::In(desc::hid(REPORT_DESCRIPTOR.len() as u16).to_vec()),
                 dt::HID_REPORT => ControlReply::In(REPORT_DESCRIPTOR.to_vec()),
                 _ => return None,
             },
-            (0x81, req::GET_INTERFACE) => ControlReply::In(vec![0]),
-            (0x01, req::SET_INTERFACE) if setup.value == 0 => ControlReply::Accept,
-            (0xa1, hid_req::GET_REPORT) => ControlReply::In(
+            (0x81, USB_REQ_GET_INTERFACE) => ControlReply::In(vec![0]),
+            (0x01, USB_REQ_SET_INTERFACE) if setup.value == 0 => ControlReply::Accept,
+            (0xa1, HID_REQ_GET_REPORT) => ControlReply::In(
                 self.state
                     .last_report
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .to_vec(),
             ),
-            (0xa1, hid_req::GET_IDLE) => ControlReply::In(vec![self.idle]),
-            (0xa1, hid_req::GET_PROTOCOL) => ControlReply::In(vec![self.protocol]),
-            (0x21, hid_req::SET_REPORT) => ControlReply::Accept,
-            (0x21, hid_req::SET_IDLE) => {
+            (0xa1, HID_REQ_GET_IDLE) => ControlReply::In(vec![self.idle]),
+            (0xa1, HID_REQ_GET_PROTOCOL) => ControlReply::In(vec![self.protocol]),
+            (0x21, HID_REQ_SET_REPORT) => ControlReply::Accept,
+            (0x21, HID_REQ_SET_IDLE) => {
                 self.idle = setup.value_high();
                 ControlReply::Accept
             }
-            (0x21, hid_req::SET_PROTOCOL) if setup.value <= 1 => {
+            (0x21, HID_REQ_SET_PROTOCOL) if setup.value <= 1 => {
                 self.protocol = setup.value as u8;
                 ControlReply::Accept
             }
@@ -358,8 +350,8 @@ impl Function for HidKeyboard {
         Some(r)
     }
 
-    fn control_out_data(&mut self, setup: &SetupPacket, data: &[u8]) {
-        if setup.request == hid_req::SET_REPORT {
+    fn control_out_data(&mut self, setup: &ControlRequest, data: &[u8]) {
+        if setup.request == HID_REQ_SET_REPORT {
             if let Some(&leds) = data.first() {
                 self.state.leds.store(leds, Ordering::SeqCst);
                 debug!(leds, "LEDs");

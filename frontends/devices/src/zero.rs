@@ -19,14 +19,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use rawgadget::setup::{SetupPacket, TYPE_VENDOR};
+use rawgadget::usb::setup::request::*;
+use rawgadget::usb::RequestType;
 use rawgadget::{
-    Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed, TransferType,
+    ControlRequest, Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed,
+    TransferType,
 };
 use tracing::{debug, warn};
 
 use crate::desc::{self, DeviceInfo};
-use crate::device::{req, ControlReply, Device, DeviceError, Function};
+use crate::device::{ControlReply, Device, DeviceError, Function};
 use crate::pattern::{round_to_packets, Pattern};
 
 /// `g_zero`'s IDs (NetChip / Linux-USB "Gadget Zero"), which usbtest matches.
@@ -428,10 +430,10 @@ impl Function for SourceSink {
         v
     }
 
-    fn control(&mut self, gadget: &Gadget, setup: &SetupPacket) -> Option<ControlReply> {
+    fn control(&mut self, gadget: &Gadget, setup: &ControlRequest) -> Option<ControlReply> {
         let mine = setup.index == u16::from(self.interface);
         match (setup.request_type, setup.request) {
-            (0x01, req::SET_INTERFACE) if mine => Some(
+            (0x01, USB_REQ_SET_INTERFACE) if mine => Some(
                 if !self.configured || setup.value >= u16::from(self.alt_count()) {
                     ControlReply::Stall
                 } else {
@@ -448,12 +450,12 @@ impl Function for SourceSink {
                     }
                 },
             ),
-            (0x81, req::GET_INTERFACE) if mine => Some(if self.configured {
+            (0x81, USB_REQ_GET_INTERFACE) if mine => Some(if self.configured {
                 ControlReply::In(vec![self.alt])
             } else {
                 ControlReply::Stall
             }),
-            (rt, REQ_CONTROL_WRITE) if rt & 0x60 == TYPE_VENDOR => Some(
+            (rt, REQ_CONTROL_WRITE) if setup.kind() == RequestType::Vendor => Some(
                 if rt == 0x40
                     && setup.value == 0
                     && setup.index == 0
@@ -464,7 +466,7 @@ impl Function for SourceSink {
                     ControlReply::Stall
                 },
             ),
-            (rt, REQ_CONTROL_READ) if rt & 0x60 == TYPE_VENDOR => Some(
+            (rt, REQ_CONTROL_READ) if setup.kind() == RequestType::Vendor => Some(
                 if rt == 0xc0
                     && setup.value == 0
                     && setup.index == 0
@@ -479,7 +481,7 @@ impl Function for SourceSink {
         }
     }
 
-    fn control_out_data(&mut self, setup: &SetupPacket, data: &[u8]) {
+    fn control_out_data(&mut self, setup: &ControlRequest, data: &[u8]) {
         if setup.request == REQ_CONTROL_WRITE {
             let n = data.len().min(self.vendor_buf.len());
             self.vendor_buf[..n].copy_from_slice(&data[..n]);

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rawgadget::mock::{Call, Ep0Reply, MockBackend, MockError};
-use rawgadget::{dummy_udc_eps, EpInfo, Gadget, SetupPacket, Speed};
+use rawgadget::{dummy_udc_eps, ControlRequest, EpInfo, Gadget, Speed};
 use rawgadget_devices::keyboard::{text_to_reports, REPORT_DESCRIPTOR};
 use rawgadget_devices::pattern::Pattern;
 use rawgadget_devices::{gadget_zero, keyboard, Device, DeviceRunner, KeyboardConfig, ZeroConfig};
 
-fn setup(request_type: u8, request: u8, value: u16, index: u16, length: u16) -> SetupPacket {
-    SetupPacket {
+fn setup(request_type: u8, request: u8, value: u16, index: u16, length: u16) -> ControlRequest {
+    ControlRequest {
         request_type,
         request,
         value,
@@ -20,11 +20,11 @@ fn setup(request_type: u8, request: u8, value: u16, index: u16, length: u16) -> 
     }
 }
 
-fn get_descriptor(ty: u8, index: u8, length: u16) -> SetupPacket {
+fn get_descriptor(ty: u8, index: u8, length: u16) -> ControlRequest {
     setup(0x80, 6, u16::from(ty) << 8 | u16::from(index), 0, length)
 }
 
-const SET_CONFIGURATION_1: SetupPacket = SetupPacket {
+const SET_CONFIGURATION_1: ControlRequest = ControlRequest {
     request_type: 0,
     request: 9,
     value: 1,

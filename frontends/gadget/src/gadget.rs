@@ -11,7 +11,7 @@ use tracing::{debug, trace};
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::endpoint::{Direction, EndpointDesc, TransferType};
 use crate::node::{DeviceNode, DEFAULT_NODE};
-use crate::{CancelHandle, Error, Result, SetupPacket};
+use crate::{CancelHandle, ControlRequest, Error, Result};
 
 /// What EVENT_FETCH reported (spec §1.2 `enum usb_raw_event_type`).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -22,7 +22,8 @@ pub enum Event {
     /// A SETUP packet. Answer it exactly once: [`Gadget::ep0_write`] for IN requests with a data
     /// stage, [`Gadget::ep0_read`] / [`Gadget::ep0_ack`] for everything else, or
     /// [`Gadget::ep0_stall`]. Until then further SETUPs are stalled by raw gadget.
-    Control(SetupPacket),
+    /// [`has_in_data_stage`] tells which.
+    Control(ControlRequest),
     Suspend,
     Resume,
     /// Bus reset: stop endpoint threads and disable endpoints, then wait for
@@ -43,7 +44,7 @@ impl Event {
         Ok(match raw.event_type {
             event_type::USB_RAW_EVENT_CONNECT => Event::Connect,
             event_type::USB_RAW_EVENT_CONTROL => {
-                let bytes: &[u8; 8] = raw
+                let bytes: [u8; 8] = raw
                     .data
                     .get(..8)
                     .and_then(|b| b.try_into().ok())
@@ -53,7 +54,7 @@ impl Event {
                             raw.data.len()
                         ))
                     })?;
-                Event::Control(SetupPacket::parse(bytes))
+                Event::Control(ControlRequest::from_bytes(bytes))
             }
             event_type::USB_RAW_EVENT_SUSPEND => Event::Suspend,
             event_type::USB_RAW_EVENT_RESUME => Event::Resume,
@@ -65,6 +66,13 @@ impl Event {
             },
         })
     }
+}
+
+/// Whether raw gadget expects EP0_WRITE for this request: IN *and* a data stage
+/// (`wLength > 0`). Everything else, IN requests with `wLength == 0` included, is answered with
+/// EP0_READ (spec §1.5 EP0_WRITE/EP0_READ, xairy issue #46).
+pub fn has_in_data_stage(request: &ControlRequest) -> bool {
+    request.direction() == rawgadget_usb::Direction::In && request.length > 0
 }
 
 /// Opens and initializes a [`Gadget`]: UDC names and speed.
@@ -268,7 +276,7 @@ impl Gadget {
     /// Answers an IN request with `data`, cut to `wLength`. When the reply is shorter than
     /// `wLength` it sets `USB_RAW_IO_FLAGS_ZERO`, so a reply that ends on a packet boundary is
     /// terminated by a zero-length packet whatever the UDC's ep0 maxpacket (contract D4).
-    pub fn ep0_reply(&self, setup: &SetupPacket, data: &[u8]) -> Result<usize> {
+    pub fn ep0_reply(&self, setup: &ControlRequest, data: &[u8]) -> Result<usize> {
         let n = data.len().min(usize::from(setup.length));
         let flags = if n < usize::from(setup.length) {
             IoFlags::ZERO
@@ -553,6 +561,22 @@ mod tests {
         assert_send_sync::<Endpoint>();
         assert_send_sync::<CancelHandle>();
         assert_send_sync::<Event>();
+    }
+
+    /// spec §1.5: an IN request without data stage is "OUT pending" and takes EP0_READ; only
+    /// IN with `wLength > 0` takes EP0_WRITE.
+    #[test]
+    fn in_data_stage_needs_in_and_wlength() {
+        let req = |request_type, length| ControlRequest {
+            request_type,
+            request: 0x5c,
+            length,
+            ..Default::default()
+        };
+        assert!(has_in_data_stage(&req(0xc0, 4)));
+        assert!(!has_in_data_stage(&req(0xc0, 0)));
+        assert!(!has_in_data_stage(&req(0x40, 4)));
+        assert!(!has_in_data_stage(&req(0x40, 0)));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! gadget.run()?;
 //! loop {
 //!     match gadget.next_event()? {
-//!         Event::Control(setup) if setup.has_in_data_stage() => {
+//!         Event::Control(setup) if rawgadget::has_in_data_stage(&setup) => {
 //!             gadget.ep0_stall()?; // a real device answers with ep0_reply(&setup, bytes)
 //!         }
 //!         Event::Control(_) => gadget.ep0_ack()?,
@@ -23,6 +23,9 @@
 //! # Where things live
 //! - [`Gadget`] (`gadget`): one raw gadget instance; [`Event`]s; ep0 replies; [`Endpoint`]
 //!   handles from [`Gadget::enable`]. Handles are cheap `Arc` clones and `Send + Sync`.
+//! - [`ControlRequest`]: the SETUP packet of [`Event::Control`], from the chapter 9 model
+//!   (crate `rawgadget-usb`, re-exported whole as [`usb`] for descriptors and builders);
+//!   [`has_in_data_stage`] is raw gadget's rule for which ep0 call answers it.
 //! - [`EndpointDesc`], [`EndpointAllocator`] (`endpoint`): endpoint descriptors as EP_ENABLE
 //!   takes them, and the choice of endpoint numbers from EPS_INFO.
 //! - [`CancelHandle`] (`cancel`): interrupting a blocked call from another thread.
@@ -49,7 +52,6 @@ mod error;
 mod gadget;
 pub mod mock;
 mod node;
-pub mod setup;
 pub mod sys;
 
 pub use backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
@@ -58,7 +60,9 @@ pub use endpoint::{
     assign_ep_address, dummy_udc_eps, Direction, EndpointAllocator, EndpointDesc, TransferType,
 };
 pub use error::{Error, Result};
-pub use gadget::{Endpoint, Event, Gadget, GadgetBuilder};
+pub use gadget::{has_in_data_stage, Endpoint, Event, Gadget, GadgetBuilder};
 pub use node::{DeviceNode, DEFAULT_NODE};
 pub use rawgadget_uapi::{Errno, Speed};
-pub use setup::SetupPacket;
+/// The USB chapter 9 model: requests, descriptors, builders, string tables.
+pub use rawgadget_usb as usb;
+pub use rawgadget_usb::ControlRequest;

@@ -23,7 +23,8 @@ use rawgadget_uapi::{event_type, Errno, Speed};
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::cancel::Wake;
 use crate::endpoint::{dummy_udc_eps, ep_suits, Direction, EndpointDesc};
-use crate::{CancelHandle, SetupPacket};
+use crate::gadget::has_in_data_stage;
+use crate::{CancelHandle, ControlRequest};
 
 /// How the gadget answered a SETUP.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -89,7 +90,7 @@ struct State {
     running: bool,
     events: VecDeque<RawEvent>,
     /// The SETUP waiting for its answer, and the host's OUT data for it.
-    ep0_pending: Option<(SetupPacket, Vec<u8>)>,
+    ep0_pending: Option<(ControlRequest, Vec<u8>)>,
     ep0_reply: Option<Ep0Reply>,
     eps: Vec<EpInfo>,
     slots: Vec<EpSlot>,
@@ -235,7 +236,7 @@ impl MockBackend {
     }
 
     /// Sends a SETUP (with `out_data` as the OUT data stage, if any) and waits for the reply.
-    pub fn control(&self, setup: SetupPacket, out_data: &[u8]) -> Result<Ep0Reply, MockError> {
+    pub fn control(&self, setup: ControlRequest, out_data: &[u8]) -> Result<Ep0Reply, MockError> {
         {
             let mut st = self.lock();
             st.ep0_pending = Some((setup, out_data.to_vec()));
@@ -246,7 +247,7 @@ impl MockBackend {
     }
 
     /// Convenience: an IN control request; `Ok(bytes)` or `Err(Stall)`.
-    pub fn control_in(&self, setup: SetupPacket) -> Result<Vec<u8>, MockError> {
+    pub fn control_in(&self, setup: ControlRequest) -> Result<Vec<u8>, MockError> {
         match self.control(setup, &[])? {
             Ep0Reply::In(d) => Ok(d),
             Ep0Reply::Out(0) if setup.length == 0 => Ok(Vec::new()),
@@ -444,7 +445,7 @@ impl Backend for MockBackend {
         }
         let mut st = self.lock();
         match st.ep0_pending {
-            Some((setup, _)) if setup.has_in_data_stage() => {
+            Some((setup, _)) if has_in_data_stage(&setup) => {
                 let n = data.len().min(usize::from(setup.length));
                 st.ep0_pending = None;
                 st.ep0_reply = Some(Ep0Reply::In(data[..n].to_vec()));
@@ -466,7 +467,7 @@ impl Backend for MockBackend {
         }
         let mut st = self.lock();
         match st.ep0_pending.take() {
-            Some((setup, data)) if !setup.has_in_data_stage() => {
+            Some((setup, data)) if !has_in_data_stage(&setup) => {
                 let n = buf.len().min(data.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 st.ep0_reply = Some(Ep0Reply::Out(n));

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rawgadget::mock::{Call, Ep0Reply, MockBackend};
 use rawgadget::{
-    Direction, EndpointAllocator, EndpointDesc, Errno, Error, Event, Gadget, SetupPacket, Speed,
-    TransferType,
+    has_in_data_stage, ControlRequest, Direction, EndpointAllocator, EndpointDesc, Errno, Error,
+    Event, Gadget, Speed, TransferType,
 };
 
 fn running() -> (MockBackend, Gadget) {
@@ -63,7 +63,7 @@ fn ep0_reply_is_cut_to_wlength() {
     let t = thread::spawn(move || {
         for _ in 0..3 {
             match g.next_event().unwrap() {
-                Event::Control(s) if s.has_in_data_stage() => {
+                Event::Control(s) if has_in_data_stage(&s) => {
                     g.ep0_reply(&s, &[1, 2, 3, 4, 5, 6]).unwrap();
                 }
                 Event::Control(_) => g.ep0_ack().unwrap(),
@@ -71,7 +71,7 @@ fn ep0_reply_is_cut_to_wlength() {
             }
         }
     });
-    let get = |len| SetupPacket {
+    let get = |len| ControlRequest {
         request_type: 0xc0,
         request: 1,
         length: len,
@@ -108,13 +108,13 @@ fn ep0_stall_and_out_data() {
         assert_eq!(g.ep0_ack().unwrap_err().errno(), Errno::EBUSY);
         data
     });
-    let s = SetupPacket {
+    let s = ControlRequest {
         request_type: 0x40,
         request: 0x42,
         ..Default::default()
     };
     assert_eq!(mock.control(s, &[]).unwrap(), Ep0Reply::Stall);
-    let s = SetupPacket {
+    let s = ControlRequest {
         request_type: 0x40,
         request: 0x5b,
         length: 3,
