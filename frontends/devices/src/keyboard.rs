@@ -17,9 +17,10 @@ use std::thread::JoinHandle;
 
 use rawgadget::usb::class::hid::*;
 use rawgadget::usb::setup::request::*;
+use rawgadget::usb::Repr;
 use rawgadget::{
-    ControlRequest, Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed,
-    TransferType,
+    ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
+    Gadget, Speed, TransferType,
 };
 use tracing::{debug, info, warn};
 
@@ -221,19 +222,19 @@ pub struct HidKeyboard {
 }
 
 impl HidKeyboard {
-    fn endpoint(&self, speed: Speed) -> EndpointDesc {
+    fn endpoint(&self, speed: Speed) -> EndpointDescriptor {
         // Poll every 8 ms: 2^(7-1) microframes at HS, 8 frames at FS.
         let interval = if matches!(speed, Speed::Full | Speed::Low) {
             8
         } else {
             7
         };
-        EndpointDesc {
-            address: self.ep_in,
-            attributes: TransferType::Interrupt.bits(),
-            max_packet_size: 8,
+        EndpointDescriptor::new(
+            EndpointAddress(self.ep_in),
+            TransferType::Interrupt,
+            8,
             interval,
-        }
+        )
     }
 
     fn stop(&mut self) {
@@ -284,13 +285,18 @@ impl Function for HidKeyboard {
     }
 
     fn assign_endpoints(&mut self, alloc: &mut EndpointAllocator) -> Result<(), DeviceError> {
-        let mut d = EndpointDesc::new(Direction::In, TransferType::Interrupt, 8, 7);
+        let mut d = EndpointDescriptor::new(
+            EndpointAddress::new(0, Direction::In),
+            TransferType::Interrupt,
+            8,
+            7,
+        );
         alloc
             .assign(&mut d)
             .ok_or_else(|| DeviceError::NoEndpoint {
                 what: "interrupt IN".into(),
             })?;
-        self.ep_in = d.address;
+        self.ep_in = d.address.0;
         Ok(())
     }
 
@@ -304,7 +310,7 @@ impl Function for HidKeyboard {
             0,
         ));
         v.extend_from_slice(&desc::hid(REPORT_DESCRIPTOR.len() as u16));
-        v.extend_from_slice(&self.endpoint(speed).to_bytes());
+        v.extend_from_slice(&self.endpoint(speed).to_vec());
         if matches!(speed, Speed::Super | Speed::SuperPlus) {
             v.extend_from_slice(&desc::ss_companion(0, 0, 8));
         }

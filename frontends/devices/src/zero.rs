@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rawgadget::usb::setup::request::*;
-use rawgadget::usb::RequestType;
+use rawgadget::usb::{Repr, RequestType};
 use rawgadget::{
-    ControlRequest, Direction, Endpoint, EndpointAllocator, EndpointDesc, Gadget, Speed,
-    TransferType,
+    ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
+    Gadget, Speed, TransferType,
 };
 use tracing::{debug, warn};
 
@@ -180,15 +180,11 @@ impl SourceSink {
     }
 
     /// The endpoints of altsetting `alt` at `speed`, in descriptor order.
-    fn endpoints(&self, alt: u8, speed: Speed) -> Vec<EndpointDesc> {
+    fn endpoints(&self, alt: u8, speed: Speed) -> Vec<EndpointDescriptor> {
         let mp = bulk_maxpacket(speed);
-        let with =
-            |address: u8, ty: TransferType, max_packet_size: u16, interval: u8| EndpointDesc {
-                address,
-                attributes: ty.bits(),
-                max_packet_size,
-                interval,
-            };
+        let with = |address: u8, ty: TransferType, max_packet_size: u16, interval: u8| {
+            EndpointDescriptor::new(EndpointAddress(address), ty, max_packet_size, interval)
+        };
         let mut v = vec![
             with(self.bulk_out, TransferType::Bulk, mp, 0),
             with(self.bulk_in, TransferType::Bulk, mp, 0),
@@ -360,10 +356,10 @@ impl Function for SourceSink {
         let speed = self.config.speed;
         let mp = bulk_maxpacket(speed);
         let mut take = |dir, ty, mp, what: &str| {
-            let mut d = EndpointDesc::new(dir, ty, mp, 0);
+            let mut d = EndpointDescriptor::new(EndpointAddress::new(0, dir), ty, mp, 0);
             alloc
                 .assign(&mut d)
-                .map(|_| d.address)
+                .map(|_| d.address.0)
                 .ok_or_else(|| DeviceError::NoEndpoint {
                     what: what.to_string(),
                 })
@@ -385,12 +381,19 @@ impl Function for SourceSink {
         let imp = iso_maxpacket(speed);
         // Both iso endpoints or none (f_sourcesink's `no_iso`).
         let mut trial = alloc.clone();
-        let mut o = EndpointDesc::new(Direction::Out, TransferType::Isochronous, imp, 4);
-        let mut i = EndpointDesc::new(Direction::In, TransferType::Isochronous, imp, 4);
+        let iso = |dir| {
+            EndpointDescriptor::new(
+                EndpointAddress::new(0, dir),
+                TransferType::Isochronous,
+                imp,
+                4,
+            )
+        };
+        let (mut o, mut i) = (iso(Direction::Out), iso(Direction::In));
         self.iso = match (trial.assign(&mut o), trial.assign(&mut i)) {
             (Some(_), Some(_)) => {
                 *alloc = trial;
-                Some((o.address, i.address))
+                Some((o.address.0, i.address.0))
             }
             _ => None,
         };
@@ -417,7 +420,7 @@ impl Function for SourceSink {
                 5,
             ));
             for e in eps {
-                v.extend_from_slice(&e.to_bytes());
+                v.extend_from_slice(&e.to_vec());
                 if is_super(speed) {
                     let (burst, bpi) = match e.transfer_type() {
                         TransferType::Bulk => (0, 0),

@@ -440,7 +440,7 @@ fn zero_iso_altsetting_when_controller_has_iso() {
         Ep0Reply::Out(0)
     );
     let enabled = m.wait_enabled(4).unwrap();
-    assert!(enabled.iter().any(|(_, d)| d.address == 0x83));
+    assert!(enabled.iter().any(|(_, d)| d.address.0 == 0x83));
     assert_eq!(m.control_in(setup(0x81, 10, 0, 0, 1)).unwrap(), [1]);
 }
 

@@ -9,9 +9,10 @@ use rawgadget_uapi::{event_type, Errno, Speed};
 use tracing::{debug, trace};
 
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
-use crate::endpoint::{Direction, EndpointDesc, TransferType};
 use crate::node::{DeviceNode, DEFAULT_NODE};
-use crate::{CancelHandle, ControlRequest, Error, Result};
+use crate::{
+    CancelHandle, ControlRequest, Direction, EndpointDescriptor, Error, Result, TransferType,
+};
 
 /// What EVENT_FETCH reported (spec §1.2 `enum usb_raw_event_type`).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -72,7 +73,7 @@ impl Event {
 /// (`wLength > 0`). Everything else, IN requests with `wLength == 0` included, is answered with
 /// EP0_READ (spec §1.5 EP0_WRITE/EP0_READ, xairy issue #46).
 pub fn has_in_data_stage(request: &ControlRequest) -> bool {
-    request.direction() == rawgadget_usb::Direction::In && request.length > 0
+    request.direction() == Direction::In && request.length > 0
 }
 
 /// Opens and initializes a [`Gadget`]: UDC names and speed.
@@ -328,7 +329,7 @@ impl Gadget {
     /// # Errors
     /// EINVAL when no UDC endpoint suits the descriptor, EBUSY when the suitable ones are all
     /// enabled (spec §1.5 EP_ENABLE), or the UDC's own error.
-    pub fn enable(&self, desc: &EndpointDesc) -> Result<Endpoint> {
+    pub fn enable(&self, desc: &EndpointDescriptor) -> Result<Endpoint> {
         let _e = self.inner.span.enter();
         let handle = self.call(
             "USB_RAW_IOCTL_EP_ENABLE",
@@ -338,9 +339,9 @@ impl Gadget {
             parent: &self.inner.span,
             "ep",
             handle = handle.0,
-            addr = format_args!("{:#04x}", desc.address)
+            addr = format_args!("{:#04x}", desc.address.0)
         );
-        debug!(handle = handle.0, addr = desc.address, "enabled");
+        debug!(handle = handle.0, addr = desc.address.0, "enabled");
         Ok(Endpoint {
             inner: Arc::new(EndpointInner {
                 gadget: self.inner.clone(),
@@ -372,7 +373,7 @@ impl Gadget {
 struct EndpointInner {
     gadget: Arc<GadgetInner>,
     handle: EpHandle,
-    desc: EndpointDesc,
+    desc: EndpointDescriptor,
     cancel: CancelHandle,
     span: tracing::Span,
 }
@@ -412,12 +413,13 @@ impl Endpoint {
     }
 
     /// The descriptor it was enabled with.
-    pub fn descriptor(&self) -> &EndpointDesc {
+    pub fn descriptor(&self) -> &EndpointDescriptor {
         &self.inner.desc
     }
 
+    /// `bEndpointAddress`.
     pub fn address(&self) -> u8 {
-        self.inner.desc.address
+        self.inner.desc.address.0
     }
 
     pub fn direction(&self) -> Direction {

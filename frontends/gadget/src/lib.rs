@@ -26,8 +26,8 @@
 //! - [`ControlRequest`]: the SETUP packet of [`Event::Control`], from the chapter 9 model
 //!   (crate `rawgadget-usb`, re-exported whole as [`usb`] for descriptors and builders);
 //!   [`has_in_data_stage`] is raw gadget's rule for which ep0 call answers it.
-//! - [`EndpointDesc`], [`EndpointAllocator`] (`endpoint`): endpoint descriptors as EP_ENABLE
-//!   takes them, and the choice of endpoint numbers from EPS_INFO.
+//! - [`EndpointAllocator`] (`endpoint`): the choice of endpoint numbers from EPS_INFO for
+//!   [`EndpointDescriptor`]s (rawgadget-usb's, as are [`Direction`] and [`TransferType`]).
 //! - [`CancelHandle`] (`cancel`): interrupting a blocked call from another thread.
 //! - [`Backend`] (`backend`): the 16 ioctls in blocking form. Implemented by [`DeviceNode`]
 //!   (`node`, over `sys`, the only module with `unsafe`) and by [`mock::MockBackend`], a test
@@ -56,13 +56,13 @@ pub mod sys;
 
 pub use backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 pub use cancel::{CancelHandle, Wake};
-pub use endpoint::{
-    assign_ep_address, dummy_udc_eps, Direction, EndpointAllocator, EndpointDesc, TransferType,
-};
+pub use endpoint::{assign_ep_address, dummy_udc_eps, EndpointAllocator};
 pub use error::{Error, Result};
 pub use gadget::{has_in_data_stage, Endpoint, Event, Gadget, GadgetBuilder};
 pub use node::{DeviceNode, DEFAULT_NODE};
 pub use rawgadget_uapi::{Errno, Speed};
 /// The USB chapter 9 model: requests, descriptors, builders, string tables.
 pub use rawgadget_usb as usb;
-pub use rawgadget_usb::ControlRequest;
+pub use rawgadget_usb::{
+    ControlRequest, Direction, EndpointAddress, EndpointDescriptor, TransferType,
+};

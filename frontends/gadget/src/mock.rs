@@ -22,9 +22,11 @@ use rawgadget_uapi::{event_type, Errno, Speed};
 
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::cancel::Wake;
-use crate::endpoint::{dummy_udc_eps, ep_suits, Direction, EndpointDesc};
+use crate::endpoint::{dummy_udc_eps, ep_suits};
 use crate::gadget::has_in_data_stage;
-use crate::{CancelHandle, ControlRequest};
+use crate::usb::types::USB_DT_ENDPOINT;
+use crate::usb::EndpointView;
+use crate::{CancelHandle, ControlRequest, Direction, EndpointDescriptor, TransferType};
 
 /// How the gadget answered a SETUP.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -71,7 +73,7 @@ pub enum Call {
 
 #[derive(Default)]
 struct EpSlot {
-    desc: Option<EndpointDesc>,
+    desc: Option<EndpointDescriptor>,
     in_flight: bool,
     halted: bool,
     wedged: bool,
@@ -259,7 +261,7 @@ impl MockBackend {
     fn slot_by_address(st: &State, address: u8) -> Option<usize> {
         st.slots
             .iter()
-            .position(|s| s.desc.is_some_and(|d| d.address == address))
+            .position(|s| s.desc.is_some_and(|d| d.address.0 == address))
     }
 
     /// Takes the next EP_WRITE of the IN endpoint `address` (bit 7 set), completing it fully.
@@ -329,7 +331,7 @@ impl MockBackend {
     }
 
     /// Endpoints currently enabled: handle and descriptor.
-    pub fn enabled(&self) -> Vec<(EpHandle, EndpointDesc)> {
+    pub fn enabled(&self) -> Vec<(EpHandle, EndpointDescriptor)> {
         let st = self.lock();
         st.slots
             .iter()
@@ -339,7 +341,7 @@ impl MockBackend {
     }
 
     /// Waits until exactly `n` endpoints are enabled.
-    pub fn wait_enabled(&self, n: usize) -> Result<Vec<(EpHandle, EndpointDesc)>, MockError> {
+    pub fn wait_enabled(&self, n: usize) -> Result<Vec<(EpHandle, EndpointDescriptor)>, MockError> {
         self.wait_host(|st| {
             (st.slots.iter().filter(|s| s.desc.is_some()).count() == n).then_some(())
         })?;
@@ -387,13 +389,26 @@ impl MockBackend {
         st.running.then_some(()).ok_or(Errno::EINVAL)?;
         let slot = Self::slot_checked(&mut st, ep, Errno::EBUSY)?;
         let desc = slot.desc.ok_or(Errno::EINVAL)?;
-        if slot.in_flight || desc.transfer_type() == crate::TransferType::Isochronous {
+        if slot.in_flight || desc.transfer_type() == TransferType::Isochronous {
             return Err(Errno::EINVAL);
         }
         f(slot);
         st.calls.push(call);
         Ok(())
     }
+}
+
+/// The descriptor in EP_ENABLE's 9 bytes, read as the UDC does: `bDescriptorType` must be
+/// ENDPOINT (dummy_udc's `dummy_enable`), `bLength` is not looked at.
+fn endpoint_from_ioctl(bytes: &[u8; 9]) -> Option<EndpointDescriptor> {
+    let v = EndpointView::new_unchecked(&bytes[..]);
+    (v.descriptor_type() == USB_DT_ENDPOINT).then(|| EndpointDescriptor {
+        address: v.address(),
+        attributes: v.attributes(),
+        max_packet_size: v.max_packet_size(),
+        interval: v.interval(),
+        audio: None,
+    })
 }
 
 impl Backend for MockBackend {
@@ -482,7 +497,7 @@ impl Backend for MockBackend {
     }
 
     fn ep_enable(&self, desc: &[u8; 9]) -> Result<EpHandle, Errno> {
-        let d = EndpointDesc::parse(desc).ok_or(Errno::EINVAL)?;
+        let d = endpoint_from_ioctl(desc).ok_or(Errno::EINVAL)?;
         if d.max_packet() == 0 {
             return Err(Errno::EINVAL);
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rawgadget::mock::{Call, Ep0Reply, MockBackend};
 use rawgadget::{
-    has_in_data_stage, ControlRequest, Direction, EndpointAllocator, EndpointDesc, Errno, Error,
-    Event, Gadget, Speed, TransferType,
+    has_in_data_stage, ControlRequest, Direction, EndpointAddress, EndpointAllocator,
+    EndpointDescriptor, Errno, Error, Event, Gadget, Speed, TransferType,
 };
 
 fn running() -> (MockBackend, Gadget) {
@@ -24,8 +24,9 @@ fn running() -> (MockBackend, Gadget) {
 fn bulk_pair(g: &Gadget) -> (rawgadget::Endpoint, rawgadget::Endpoint) {
     let eps = g.eps_info().unwrap();
     let mut alloc = EndpointAllocator::new(&eps);
-    let mut din = EndpointDesc::new(Direction::In, TransferType::Bulk, 512, 0);
-    let mut dout = EndpointDesc::new(Direction::Out, TransferType::Bulk, 512, 0);
+    let bulk =
+        |dir| EndpointDescriptor::new(EndpointAddress::new(0, dir), TransferType::Bulk, 512, 0);
+    let (mut din, mut dout) = (bulk(Direction::In), bulk(Direction::Out));
     alloc.assign(&mut din).unwrap();
     alloc.assign(&mut dout).unwrap();
     (g.enable(&din).unwrap(), g.enable(&dout).unwrap())
@@ -210,19 +211,9 @@ fn stop_events_interrupts_next_event() {
 #[test]
 fn enable_errors() {
     let (_mock, g) = running();
-    let iso = EndpointDesc {
-        address: 0x83,
-        attributes: 1,
-        max_packet_size: 1024,
-        interval: 1,
-    };
+    let iso = EndpointDescriptor::new(EndpointAddress(0x83), TransferType::Isochronous, 1024, 1);
     assert_eq!(g.enable(&iso).unwrap_err().errno(), Errno::EINVAL);
-    let d = EndpointDesc {
-        address: 0x81,
-        attributes: 2,
-        max_packet_size: 512,
-        interval: 0,
-    };
+    let d = EndpointDescriptor::new(EndpointAddress(0x81), TransferType::Bulk, 512, 0);
     let mut n = 0;
     let err = loop {
         match g.enable(&d) {
