@@ -9,7 +9,6 @@
 //! - `Display` of every view never panics.
 #![no_main]
 
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rawgadget_usbip::decode::{
     DeviceDecoder, DeviceEvent, HandshakeDecoder, HandshakeStep, HostDecoder, HostStep, Limits,
@@ -20,13 +19,26 @@ use rawgadget_usbip::{
     CmdSubmit, DevicePdu, Direction, Error, IsoPacketResult, OpRequest, RetSubmit, RetUnlink,
 };
 
-#[derive(Arbitrary, Debug)]
-struct Input {
-    /// Chunk boundaries (taken modulo the length).
+/// The input: byte 0 holds the budget choice (bit 0: small budget, fast and exercising
+/// TransferTooLong; else the remote default) and the number of chunk cuts (bits 1..=4); then two
+/// bytes per cut (big-endian, taken modulo the stream length); the rest is the byte stream. A seed
+/// is simply `[0x00]` followed by a capture.
+struct Input<'a> {
     cuts: Vec<u16>,
-    /// A small byte budget (fast, exercises TransferTooLong) or the remote default.
     small_budget: bool,
-    bytes: Vec<u8>,
+    bytes: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn split(data: &'a [u8]) -> Input<'a> {
+        let Some((&flags, rest)) = data.split_first() else {
+            return Input { cuts: Vec::new(), small_budget: false, bytes: data };
+        };
+        let ncuts = usize::from((flags >> 1) & 0x0f).min(rest.len() / 2);
+        let (cut_bytes, bytes) = rest.split_at(ncuts * 2);
+        let cuts = cut_bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        Input { cuts, small_budget: flags & 1 != 0, bytes }
+    }
 }
 
 #[derive(PartialEq, Debug)]
@@ -186,8 +198,9 @@ fn check_replies(submit: &CmdSubmit, filler: &[u8]) {
     assert_eq!(RetUnlink::unlinked(&unlink).to_vec().len(), 48);
 }
 
-fuzz_target!(|input: Input| {
-    let bytes = &input.bytes;
+fuzz_target!(|data: &[u8]| {
+    let input = Input::split(data);
+    let bytes = input.bytes;
     let limits = if input.small_budget {
         Limits { max_transfer_buffer_length: 4096, max_iso_packets: 64 }
     } else {
