@@ -58,7 +58,12 @@ impl Sub<Instant> for Instant {
 
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}ms", self.0 / 1_000_000, self.0 % 1_000_000)
+        write!(
+            f,
+            "{}.{:03}ms",
+            self.0 / 1_000_000,
+            self.0 % 1_000_000 / 1_000
+        )
     }
 }
 
