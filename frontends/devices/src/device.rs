@@ -4,17 +4,27 @@
 //! (descriptors, configuration, status), and each [`Function`] owns some interfaces and answers
 //! the requests meant for it, returning `None` for "not mine", so several functions share ep0.
 //! A request nobody claims is stalled.
+//!
+//! Descriptors are built with rawgadget-usb's builders (through `rawgadget::usb`), which
+//! compute every length and count: [`DeviceDescriptor`], one [`ConfigurationBuilder`] per
+//! speed that each function adds its interfaces to, [`BosBuilder`], [`StringTable`].
 
 use std::fmt;
 
+use rawgadget::usb::descriptor::attributes::USB_CONFIG_ATT_SELFPOWER;
+use rawgadget::usb::descriptor::capability::*;
+use rawgadget::usb::descriptor::types::*;
 use rawgadget::usb::setup::request::*;
-use rawgadget::usb::{Direction, RequestType};
+use rawgadget::usb::speed::{default_max_packet_size0, default_usb_version};
+use rawgadget::usb::{
+    AltSettingBuilder, BosBuilder, ConfigurationBuilder, DeviceDescriptor, Repr, RequestType,
+    SsEndpointCompanionDescriptor, StringTable, SuperSpeedUsbCapability,
+};
 use rawgadget::{
-    has_in_data_stage, ControlRequest, EndpointAllocator, EpInfo, Event, Gadget, Speed,
+    has_in_data_stage, ControlRequest, Direction, EndpointAddress, EndpointAllocator,
+    EndpointDescriptor, EpInfo, Event, Gadget, Speed, TransferType,
 };
 use tracing::{debug, info, warn};
-
-use crate::desc::{self, dt, DeviceInfo};
 
 /// How a function answers a control request it claims.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -38,6 +48,13 @@ pub enum DeviceError {
     Gadget(#[from] rawgadget::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A function's descriptors do not fit their fields (more than 255 interfaces or
+    /// endpoints, a bundle over 65535 bytes).
+    #[error("descriptors at {speed:?}: {error}")]
+    Descriptor {
+        speed: Speed,
+        error: rawgadget::usb::Error,
+    },
 }
 
 /// A part of a device that owns interfaces. See the module doc.
@@ -45,15 +62,14 @@ pub trait Function: Send {
     /// A short name for logs.
     fn name(&self) -> &'static str;
 
-    /// Number of interfaces this function declares (numbered from the one it was built with).
-    fn num_interfaces(&self) -> u8;
-
     /// At CONNECT (and for describing without a kernel): pick endpoint numbers from the
     /// controller's EPS_INFO.
     fn assign_endpoints(&mut self, alloc: &mut EndpointAllocator) -> Result<(), DeviceError>;
 
-    /// Interface, class and endpoint descriptors of this function at `speed`.
-    fn descriptors(&self, speed: Speed) -> Vec<u8>;
+    /// Adds this function's interfaces (with their class and endpoint descriptors) at `speed`.
+    /// Interfaces are numbered in the order they are added, from 0 for the first function:
+    /// a function built with interface number `n` finds it in `InterfaceBuilder::number`.
+    fn descriptors(&self, config: &mut ConfigurationBuilder, speed: Speed);
 
     /// Class descriptors a describer should show besides the configuration (for instance a
     /// HID report descriptor), with a name.
@@ -76,25 +92,86 @@ pub trait Function: Send {
     fn deconfigure(&mut self);
 }
 
+/// Picks a controller endpoint for an endpoint of this kind ([`EndpointAllocator::assign`]) and
+/// returns the address it gets; `what` names it in the error.
+pub fn assign_endpoint(
+    alloc: &mut EndpointAllocator,
+    direction: Direction,
+    transfer: TransferType,
+    max_packet_size: u16,
+    what: &str,
+) -> Result<EndpointAddress, DeviceError> {
+    let mut d = EndpointDescriptor::new(
+        EndpointAddress::new(0, direction),
+        transfer,
+        max_packet_size,
+        0,
+    );
+    alloc
+        .assign(&mut d)
+        .map(|_| d.address)
+        .ok_or_else(|| DeviceError::NoEndpoint { what: what.into() })
+}
+
+/// Adds an endpoint, followed at SuperSpeed by its companion (USB 3.2 §9.6.7): no bursts, and
+/// for periodic endpoints one packet per service interval.
+pub fn add_endpoint(setting: &mut AltSettingBuilder<'_>, ep: &EndpointDescriptor, speed: Speed) {
+    setting.endpoint_descriptor(ep);
+    if speed >= Speed::Super {
+        let bytes_per_interval = match ep.transfer_type() {
+            TransferType::Bulk | TransferType::Control => 0,
+            TransferType::Interrupt | TransferType::Isochronous => ep.max_packet(),
+        };
+        setting.ss_companion(&SsEndpointCompanionDescriptor {
+            max_burst: 0,
+            attributes: 0,
+            bytes_per_interval,
+        });
+    }
+}
+
+/// `bInterval` of an interrupt endpoint polled every `period_ms` milliseconds (USB 2.0
+/// §9.6.6): in frames at full and low speed, as 2^(bInterval-1) microframes at high speed and
+/// above (a period that is not a power of two rounds down).
+pub fn interrupt_interval(speed: Speed, period_ms: u8) -> u8 {
+    let ms = period_ms.max(1);
+    if matches!(speed, Speed::Low | Speed::Full) {
+        ms
+    } else {
+        (u16::from(ms) * 8).ilog2() as u8 + 1
+    }
+}
+
+/// A string table with `texts` at indexes 1, 2, ... in order, and those indexes.
+///
+/// For the built-in devices' fixed texts, all far below the 126 UTF-16 units a string
+/// descriptor holds: a failure here is a bug in this crate, hence the panic.
+pub(crate) fn fixed_strings<const N: usize>(texts: [&str; N]) -> (StringTable, [u8; N]) {
+    let mut table = StringTable::new();
+    let indexes = texts.map(|t| table.add(t).expect("a built-in string fits its descriptor"));
+    (table, indexes)
+}
+
 /// A device: descriptors every device has, plus its functions.
 pub struct Device {
-    /// Device descriptor fields.
-    pub info: DeviceInfo,
+    /// The device descriptor; [`Device::device_descriptor`] adapts `bMaxPacketSize0` and, at
+    /// SuperSpeed, `bcdUSB` to the speed.
+    pub descriptor: DeviceDescriptor,
     /// `iConfiguration`.
     pub config_string: u8,
     /// `bmAttributes` of the configuration (bit 7 set; 0x40 self-powered, 0x20 remote wakeup).
     pub config_attributes: u8,
     /// `bMaxPower` in 2 mA units; also passed to VBUS_DRAW.
     pub max_power: u8,
-    /// String descriptors 1.. (index 0 is the language list).
-    pub strings: Vec<String>,
+    /// String descriptors (US English); index 0 is the language list.
+    pub strings: StringTable,
     pub functions: Vec<Box<dyn Function>>,
 }
 
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Device")
-            .field("info", &self.info)
+            .field("descriptor", &self.descriptor)
             .field(
                 "functions",
                 &self.functions.iter().map(|f| f.name()).collect::<Vec<_>>(),
@@ -117,103 +194,115 @@ pub struct DescriptorSet {
     pub extra: Vec<(&'static str, Vec<u8>)>,
 }
 
+/// The speeds INIT accepts, whose configurations [`Device::assign_endpoints`] checks.
+const SPEEDS: [Speed; 4] = [Speed::Low, Speed::Full, Speed::High, Speed::Super];
+
 impl Device {
-    /// `bMaxPacketSize0` at `speed`: 64 up to HS; the exponent 9 (512 bytes) at SS.
-    pub fn max_packet0(speed: Speed) -> u8 {
-        match speed {
-            Speed::Low => 8,
-            Speed::Super | Speed::SuperPlus => 9,
-            _ => 64,
+    /// The device descriptor at `speed`: `bMaxPacketSize0` for the speed (8, 64, or 9 meaning
+    /// 512 at SuperSpeed), and at SuperSpeed `bcdUSB` at least 3.20.
+    pub fn device_descriptor(&self, speed: Speed) -> DeviceDescriptor {
+        let mut d = self.descriptor;
+        d.max_packet_size0 = default_max_packet_size0(speed);
+        if speed >= Speed::Super {
+            d.usb_version = d.usb_version.max(default_usb_version(speed));
         }
+        d
     }
 
-    fn bcd_usb(&self, speed: Speed) -> u16 {
-        match speed {
-            Speed::Super | Speed::SuperPlus => self.info.bcd_usb.max(0x0320),
-            _ => self.info.bcd_usb,
+    /// The configuration bundle at `speed`, typed OTHER_SPEED_CONFIGURATION when
+    /// `other_speed` (USB 2.0 §9.6.4: the same layout, another type).
+    ///
+    /// # Errors
+    /// [`DeviceError::Descriptor`] when a function's descriptors do not fit their fields.
+    pub fn config_descriptor(
+        &self,
+        speed: Speed,
+        other_speed: bool,
+    ) -> Result<Vec<u8>, DeviceError> {
+        let mut config = ConfigurationBuilder::new(1)
+            .string(self.config_string)
+            .attributes(self.config_attributes)
+            .max_power(self.max_power);
+        for f in &self.functions {
+            f.descriptors(&mut config, speed);
         }
-    }
-
-    /// The device descriptor at `speed`.
-    pub fn device_descriptor(&self, speed: Speed) -> [u8; 18] {
-        let info = DeviceInfo {
-            bcd_usb: self.bcd_usb(speed),
-            ..self.info.clone()
-        };
-        desc::device(&info, Device::max_packet0(speed))
-    }
-
-    /// The configuration descriptor bundle at `speed`, typed CONFIG or OTHER_SPEED_CONFIG.
-    pub fn config_descriptor(&self, speed: Speed, other_speed: bool) -> Vec<u8> {
-        let body: Vec<u8> = self
-            .functions
-            .iter()
-            .flat_map(|f| f.descriptors(speed))
-            .collect();
-        let n: u8 = self.functions.iter().map(|f| f.num_interfaces()).sum();
-        let ty = if other_speed {
-            dt::OTHER_SPEED_CONFIG
-        } else {
-            dt::CONFIG
-        };
-        desc::config(
-            ty,
-            n,
-            1,
-            self.config_string,
-            self.config_attributes,
-            self.max_power,
-            &body,
-        )
+        let mut bundle = config
+            .build()
+            .map_err(|error| DeviceError::Descriptor { speed, error })?;
+        if other_speed {
+            bundle[1] = USB_DT_OTHER_SPEED_CONFIG;
+        }
+        Ok(bundle)
     }
 
     /// The device qualifier: only a high-speed device has another speed to describe.
-    pub fn qualifier(&self, speed: Speed) -> Option<[u8; 10]> {
-        (speed == Speed::High && self.info.bcd_usb >= 0x0200)
-            .then(|| desc::qualifier(&self.info, Device::max_packet0(Speed::Full)))
+    pub fn qualifier(&self, speed: Speed) -> Option<Vec<u8>> {
+        (speed == Speed::High && self.descriptor.usb_version >= 0x0200)
+            .then(|| self.device_descriptor(Speed::Full).qualifier().to_vec())
+    }
+
+    /// The full-speed configuration as OTHER_SPEED_CONFIGURATION, where there is a qualifier.
+    fn other_speed_config(&self, speed: Speed) -> Option<Result<Vec<u8>, DeviceError>> {
+        self.qualifier(speed)
+            .map(|_| self.config_descriptor(Speed::Full, true))
     }
 
     /// BOS: only when `bcdUSB >= 0x0201` (usbtest case 10 subcase 15 expects a stall below).
+    /// At SuperSpeed a USB 2.0 extension (LPM) and the SuperSpeed USB capability.
     pub fn bos(&self, speed: Speed) -> Option<Vec<u8>> {
-        match speed {
-            Speed::Super | Speed::SuperPlus => Some(desc::bos_superspeed().to_vec()),
-            _ if self.info.bcd_usb >= 0x0201 => Some(desc::bos_usb2_ext().to_vec()),
-            _ => None,
-        }
+        let bos = if speed >= Speed::Super {
+            BosBuilder::new()
+                .usb20_extension(USB_LPM_SUPPORT)
+                .superspeed(SuperSpeedUsbCapability {
+                    attributes: 0,
+                    speeds_supported: USB_FULL_SPEED_OPERATION
+                        | USB_HIGH_SPEED_OPERATION
+                        | USB_5GBPS_OPERATION,
+                    functionality_support: 1,
+                    u1_exit_latency: 0x0a,
+                    u2_exit_latency: 0x07ff,
+                })
+        } else if self.descriptor.usb_version >= 0x0201 {
+            BosBuilder::new().usb20_extension(0)
+        } else {
+            return None;
+        };
+        // Fails only beyond 255 capabilities.
+        bos.build().ok()
     }
 
-    /// String descriptor `index` (0 = language IDs).
-    pub fn string(&self, index: u8) -> Option<Vec<u8>> {
-        if index == 0 {
-            return Some(desc::string_langids().to_vec());
-        }
-        self.strings
-            .get(usize::from(index) - 1)
-            .map(|s| desc::string(s))
-    }
-
-    /// Assigns endpoint numbers for every function from an EPS_INFO list.
+    /// Assigns endpoint numbers for every function from an EPS_INFO list, then checks that
+    /// the configuration builds at every speed INIT accepts.
     pub fn assign_endpoints(&mut self, eps: &[EpInfo]) -> Result<(), DeviceError> {
         let mut alloc = EndpointAllocator::new(eps);
         for f in &mut self.functions {
             f.assign_endpoints(&mut alloc)?;
         }
+        for speed in SPEEDS {
+            self.config_descriptor(speed, false)?;
+        }
         Ok(())
     }
 
-    /// Every descriptor at `speed` (after [`assign_endpoints`](Self::assign_endpoints)).
+    /// Every descriptor at `speed`, after a successful
+    /// [`assign_endpoints`](Self::assign_endpoints) (which checks that the configurations
+    /// build; should one not, it is logged and left empty here).
     pub fn descriptor_set(&self, speed: Speed) -> DescriptorSet {
+        let logged = |r: Result<Vec<u8>, DeviceError>| {
+            r.unwrap_or_else(|error| {
+                warn!(%error, "configuration left out");
+                Vec::new()
+            })
+        };
         DescriptorSet {
             speed,
             device: self.device_descriptor(speed).to_vec(),
-            config: self.config_descriptor(speed, false),
-            qualifier: self.qualifier(speed).map(|q| q.to_vec()),
-            other_speed_config: self
-                .qualifier(speed)
-                .map(|_| self.config_descriptor(Speed::Full, true)),
+            config: logged(self.config_descriptor(speed, false)),
+            qualifier: self.qualifier(speed),
+            other_speed_config: self.other_speed_config(speed).map(logged),
             bos: self.bos(speed),
-            strings: (1..=self.strings.len() as u8)
-                .map(|i| (i, self.strings[usize::from(i) - 1].clone()))
+            strings: (1..=u8::MAX)
+                .filter_map(|i| self.strings.get(i).map(|s| (i, s.to_owned())))
                 .collect(),
             extra: self
                 .functions
@@ -230,17 +319,22 @@ impl Device {
             return None;
         }
         let index = setup.value_low();
+        let stall_on_error = |r: Result<Vec<u8>, DeviceError>| {
+            r.map_err(|error| warn!(%error, "stalling GET_DESCRIPTOR"))
+                .ok()
+        };
         Some(match setup.value_high() {
-            dt::DEVICE => Some(self.device_descriptor(speed).to_vec()),
-            dt::CONFIG if index == 0 => Some(self.config_descriptor(speed, false)),
-            dt::CONFIG => None,
-            dt::STRING => self.string(index),
-            dt::DEVICE_QUALIFIER => self.qualifier(speed).map(|q| q.to_vec()),
-            dt::OTHER_SPEED_CONFIG if index == 0 => self
-                .qualifier(speed)
-                .map(|_| self.config_descriptor(Speed::Full, true)),
-            dt::OTHER_SPEED_CONFIG => None,
-            dt::BOS => self.bos(speed),
+            USB_DT_DEVICE => Some(self.device_descriptor(speed).to_vec()),
+            USB_DT_CONFIG if index == 0 => stall_on_error(self.config_descriptor(speed, false)),
+            USB_DT_CONFIG => None,
+            // An unknown index or language stalls, as Linux's composite driver does.
+            USB_DT_STRING => self.strings.descriptor(index, setup.index),
+            USB_DT_DEVICE_QUALIFIER => self.qualifier(speed),
+            USB_DT_OTHER_SPEED_CONFIG if index == 0 => {
+                self.other_speed_config(speed).and_then(stall_on_error)
+            }
+            USB_DT_OTHER_SPEED_CONFIG => None,
+            USB_DT_BOS => self.bos(speed),
             // INTERFACE (must stall: usbtest case 10 subcase 7), ENDPOINT and class types.
             _ => return None,
         })
@@ -412,7 +506,8 @@ impl DeviceRunner {
             (0x80, USB_REQ_GET_CONFIGURATION) => ControlReply::In(vec![self.configuration]),
             // Usually answered by the UDC (contract D20); some UDCs forward it.
             (0x80, USB_REQ_GET_STATUS) => {
-                ControlReply::In(vec![u8::from(self.device.config_attributes & 0x40 != 0), 0])
+                let self_powered = self.device.config_attributes & USB_CONFIG_ATT_SELFPOWER != 0;
+                ControlReply::In(vec![u8::from(self_powered), 0])
             }
             (0x81, USB_REQ_GET_STATUS) | (0x82, USB_REQ_GET_STATUS) => ControlReply::In(vec![0, 0]),
             _ => return None,
@@ -429,5 +524,29 @@ impl DeviceRunner {
         self.configuration = 1;
         info!("configured");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// USB 2.0 §9.6.6: 1 ms is one frame or 2^(4-1) microframes, 8 ms eight frames or
+    /// 2^(7-1) microframes.
+    #[test]
+    fn interrupt_interval_per_speed() {
+        let rows = [
+            (Speed::Full, 1, 1),
+            (Speed::High, 1, 4),
+            (Speed::Super, 1, 4),
+            (Speed::Low, 8, 8),
+            (Speed::High, 8, 7),
+            (Speed::High, 10, 7),
+            (Speed::High, 255, 11),
+            (Speed::Full, 0, 1),
+        ];
+        for (speed, ms, want) in rows {
+            assert_eq!(interrupt_interval(speed, ms), want, "{speed:?} {ms} ms");
+        }
     }
 }

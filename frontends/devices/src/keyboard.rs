@@ -16,16 +16,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rawgadget::usb::class::hid::*;
+use rawgadget::usb::class::USB_CLASS_HID;
+use rawgadget::usb::descriptor::attributes::{USB_CONFIG_ATT_ONE, USB_CONFIG_ATT_WAKEUP};
 use rawgadget::usb::setup::request::*;
-use rawgadget::usb::Repr;
+use rawgadget::usb::{ConfigurationBuilder, DeviceDescriptor, HidDescriptor, Repr};
 use rawgadget::{
     ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
     Gadget, Speed, TransferType,
 };
 use tracing::{debug, info, warn};
 
-use crate::desc::{self, dt, DeviceInfo};
-use crate::device::{ControlReply, Device, DeviceError, Function};
+use crate::device::{
+    add_endpoint, assign_endpoint, fixed_strings, interrupt_interval, ControlReply, Device,
+    DeviceError, Function,
+};
 
 /// Left Shift in the modifier byte.
 pub const MOD_LEFT_SHIFT: u8 = 0x02;
@@ -180,29 +184,23 @@ pub fn keyboard(config: KeyboardConfig) -> Result<(Device, Arc<KeyboardState>), 
         interface: 0,
         reports: Arc::new(reports),
         state: state.clone(),
-        ep_in: 0x80,
+        ep_in: EndpointAddress::new(0, Direction::In),
         idle: 0,
         protocol: 1,
         worker: None,
     };
+    let (strings, [manufacturer, product, serial]) =
+        fixed_strings(["rawgadget", "Keyboard", "0001"]);
     let device = Device {
-        info: DeviceInfo {
-            bcd_usb: 0x0200,
-            class: 0, // per interface
-            subclass: 0,
-            protocol: 0,
-            // Linux Foundation "Multifunction Composite Gadget", the configfs examples' IDs.
-            vendor_id: 0x1d6b,
-            product_id: 0x0104,
-            bcd_device: 0x0100,
-            manufacturer: 1,
-            product: 2,
-            serial: 3,
-        },
+        // Class per interface. Linux Foundation "Multifunction Composite Gadget", the configfs
+        // examples' IDs.
+        descriptor: DeviceDescriptor::builder(0x1d6b, 0x0104)
+            .strings(manufacturer, product, serial)
+            .build(),
         config_string: 0,
-        config_attributes: 0xa0, // bus powered, remote wakeup
+        config_attributes: USB_CONFIG_ATT_ONE | USB_CONFIG_ATT_WAKEUP,
         max_power: 50,
-        strings: vec!["rawgadget".into(), "Keyboard".into(), "0001".into()],
+        strings,
         functions: vec![Box::new(f)],
     };
     Ok((device, state))
@@ -213,7 +211,7 @@ pub struct HidKeyboard {
     interface: u8,
     reports: Arc<Vec<Report>>,
     state: Arc<KeyboardState>,
-    ep_in: u8,
+    ep_in: EndpointAddress,
     /// SET_IDLE duration (4 ms units; 0 = only on change).
     idle: u8,
     /// 0 boot, 1 report (the default after reset, HID 1.11 §7.2.6).
@@ -223,18 +221,14 @@ pub struct HidKeyboard {
 
 impl HidKeyboard {
     fn endpoint(&self, speed: Speed) -> EndpointDescriptor {
-        // Poll every 8 ms: 2^(7-1) microframes at HS, 8 frames at FS.
-        let interval = if matches!(speed, Speed::Full | Speed::Low) {
-            8
-        } else {
-            7
-        };
-        EndpointDescriptor::new(
-            EndpointAddress(self.ep_in),
-            TransferType::Interrupt,
-            8,
-            interval,
-        )
+        // Poll every 8 ms.
+        let interval = interrupt_interval(speed, 8);
+        EndpointDescriptor::new(self.ep_in, TransferType::Interrupt, 8, interval)
+    }
+
+    /// The HID descriptor, in the configuration and answered to GET_DESCRIPTOR(HID).
+    fn hid_descriptor() -> HidDescriptor {
+        HidDescriptor::with_report(REPORT_DESCRIPTOR.len() as u16)
     }
 
     fn stop(&mut self) {
@@ -280,41 +274,28 @@ impl Function for HidKeyboard {
         "hid keyboard"
     }
 
-    fn num_interfaces(&self) -> u8 {
-        1
-    }
-
     fn assign_endpoints(&mut self, alloc: &mut EndpointAllocator) -> Result<(), DeviceError> {
-        let mut d = EndpointDescriptor::new(
-            EndpointAddress::new(0, Direction::In),
+        self.ep_in = assign_endpoint(
+            alloc,
+            Direction::In,
             TransferType::Interrupt,
             8,
-            7,
-        );
-        alloc
-            .assign(&mut d)
-            .ok_or_else(|| DeviceError::NoEndpoint {
-                what: "interrupt IN".into(),
-            })?;
-        self.ep_in = d.address.0;
+            "interrupt IN",
+        )?;
         Ok(())
     }
 
-    fn descriptors(&self, speed: Speed) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&desc::interface(
-            self.interface,
-            0,
-            1,
-            [0x03, 0x01, 0x01],
-            0,
-        ));
-        v.extend_from_slice(&desc::hid(REPORT_DESCRIPTOR.len() as u16));
-        v.extend_from_slice(&self.endpoint(speed).to_vec());
-        if matches!(speed, Speed::Super | Speed::SuperPlus) {
-            v.extend_from_slice(&desc::ss_companion(0, 0, 8));
-        }
-        v
+    fn descriptors(&self, config: &mut ConfigurationBuilder, speed: Speed) {
+        let mut interface = config.interface();
+        debug_assert_eq!(interface.number(), self.interface);
+        let mut setting = interface.alt_setting(
+            USB_CLASS_HID,
+            USB_INTERFACE_SUBCLASS_BOOT,
+            USB_INTERFACE_PROTOCOL_KEYBOARD,
+        );
+        // HID 1.11 §7.1: the HID descriptor goes between the interface and its endpoints.
+        setting.hid(&Self::hid_descriptor());
+        add_endpoint(&mut setting, &self.endpoint(speed), speed);
     }
 
     fn extra_descriptors(&self) -> Vec<(&'static str, Vec<u8>)> {
@@ -327,8 +308,8 @@ impl Function for HidKeyboard {
         }
         let r = match (setup.request_type, setup.request) {
             (0x81, USB_REQ_GET_DESCRIPTOR) => match setup.value_high() {
-                dt::HID => ControlReply::In(desc::hid(REPORT_DESCRIPTOR.len() as u16).to_vec()),
-                dt::HID_REPORT => ControlReply::In(REPORT_DESCRIPTOR.to_vec()),
+                HID_DT_HID => ControlReply::In(Self::hid_descriptor().to_vec()),
+                HID_DT_REPORT => ControlReply::In(REPORT_DESCRIPTOR.to_vec()),
                 _ => return None,
             },
             (0x81, USB_REQ_GET_INTERFACE) => ControlReply::In(vec![0]),

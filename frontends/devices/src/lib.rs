@@ -9,16 +9,20 @@
 //!   the ep0 event loop of spec Appendix steps 3-6.
 //! - `zero`: Gadget Zero ([`gadget_zero`]); `pattern`: the usbtest data patterns.
 //! - `keyboard`: the keyboard ([`keyboard`]).
-//! - `desc`: standard descriptors as bytes, one field comment per byte.
+//!
+//! Descriptors come from rawgadget-usb's builders (re-exported as `rawgadget::usb`); the bytes
+//! each device produces at each speed are pinned by `tests/golden_descriptors.rs`.
 #![deny(unsafe_code)]
 
-pub mod desc;
 pub mod device;
 pub mod keyboard;
 pub mod pattern;
 pub mod zero;
 
-pub use device::{ControlReply, DescriptorSet, Device, DeviceError, DeviceRunner, Flow, Function};
+pub use device::{
+    add_endpoint, assign_endpoint, interrupt_interval, ControlReply, DescriptorSet, Device,
+    DeviceError, DeviceRunner, Flow, Function,
+};
 pub use keyboard::{keyboard, KeyboardConfig, KeyboardState};
 pub use pattern::Pattern;
 pub use zero::{gadget_zero, ZeroConfig, ZeroStats};

@@ -19,16 +19,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use rawgadget::usb::class::USB_CLASS_VENDOR_SPEC;
+use rawgadget::usb::descriptor::attributes::{USB_CONFIG_ATT_ONE, USB_CONFIG_ATT_SELFPOWER};
 use rawgadget::usb::setup::request::*;
-use rawgadget::usb::{Repr, RequestType};
+use rawgadget::usb::speed::{bulk_max_packet, max_packet_limit};
+use rawgadget::usb::{ConfigurationBuilder, DeviceDescriptor, RequestType};
 use rawgadget::{
     ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
     Gadget, Speed, TransferType,
 };
 use tracing::{debug, warn};
 
-use crate::desc::{self, DeviceInfo};
-use crate::device::{ControlReply, Device, DeviceError, Function};
+use crate::device::{
+    add_endpoint, assign_endpoint, fixed_strings, interrupt_interval, ControlReply, Device,
+    DeviceError, Function,
+};
 use crate::pattern::{round_to_packets, Pattern};
 
 /// `g_zero`'s IDs (NetChip / Linux-USB "Gadget Zero"), which usbtest matches.
@@ -86,53 +91,40 @@ impl ZeroStats {
 }
 
 /// Bulk maxpacket at `speed` (fixed by USB 2.0/3.x for HS and SS; dummy_udc checks it, D6).
-pub fn bulk_maxpacket(speed: Speed) -> u16 {
-    match speed {
-        Speed::Low | Speed::Full | Speed::Unknown | Speed::Wireless => 64,
-        Speed::High => 512,
-        Speed::Super | Speed::SuperPlus => 1024,
-    }
+/// Low speed has no bulk endpoints (USB 2.0 §5.8.3): Gadget Zero then declares the full-speed
+/// sizes anyway, for testing hosts against an illegal device.
+fn bulk_maxpacket(speed: Speed) -> u16 {
+    bulk_max_packet(speed).unwrap_or(64)
 }
 
+/// f_sourcesink's default `isoc_maxpacket`: the largest the speed allows (1023 at FS, 1024
+/// above; the FS size at low speed, which has no iso endpoints either).
 fn iso_maxpacket(speed: Speed) -> u16 {
-    if matches!(speed, Speed::Full | Speed::Low) {
-        1023
-    } else {
-        1024
-    }
-}
-
-fn is_super(speed: Speed) -> bool {
-    matches!(speed, Speed::Super | Speed::SuperPlus)
+    max_packet_limit(speed, TransferType::Isochronous).unwrap_or(1023)
 }
 
 /// Builds the Gadget Zero device and the handle to its counters.
 pub fn gadget_zero(config: ZeroConfig) -> (Device, Arc<ZeroStats>) {
     let stats = Arc::new(ZeroStats::default());
-    let ss = SourceSink::new(0, config, stats.clone());
+    let (strings, [manufacturer, product, serial, config_string, interface_string]) =
+        fixed_strings([
+            "rawgadget",
+            "Gadget Zero",
+            "0123456789.0123456789.0123456789",
+            "source/sink",
+            "source and sink data",
+        ]);
+    let ss = SourceSink::new(0, interface_string, config, stats.clone());
     let device = Device {
-        info: DeviceInfo {
-            bcd_usb: 0x0200,
-            class: 0xff, // vendor specific, as g_zero
-            subclass: 0,
-            protocol: 0,
-            vendor_id: VENDOR_ID,
-            product_id: PRODUCT_ID,
-            bcd_device: 0x0100,
-            manufacturer: 1,
-            product: 2,
-            serial: 3,
-        },
-        config_string: 4,
-        config_attributes: 0xc0, // bus-powered bit 7 + self-powered
-        max_power: 50,           // 100 mA
-        strings: vec![
-            "rawgadget".into(),
-            "Gadget Zero".into(),
-            "0123456789.0123456789.0123456789".into(),
-            "source/sink".into(),
-            "source and sink data".into(),
-        ],
+        // Vendor specific, as g_zero.
+        descriptor: DeviceDescriptor::builder(VENDOR_ID, PRODUCT_ID)
+            .class(USB_CLASS_VENDOR_SPEC, 0, 0)
+            .strings(manufacturer, product, serial)
+            .build(),
+        config_string,
+        config_attributes: USB_CONFIG_ATT_ONE | USB_CONFIG_ATT_SELFPOWER,
+        max_power: 50, // 100 mA
+        strings,
         functions: vec![Box::new(ss)],
     };
     (device, stats)
@@ -141,15 +133,17 @@ pub fn gadget_zero(config: ZeroConfig) -> (Device, Arc<ZeroStats>) {
 /// The source/sink function of Gadget Zero (`f_sourcesink` with interrupt endpoints).
 pub struct SourceSink {
     interface: u8,
+    /// `iInterface` of both altsettings (0 = none).
+    interface_string: u8,
     config: ZeroConfig,
     stats: Arc<ZeroStats>,
-    /// Endpoint numbers once assigned: bulk OUT, bulk IN, int OUT, int IN.
-    bulk_out: u8,
-    bulk_in: u8,
-    int_out: u8,
-    int_in: u8,
-    /// Iso OUT and IN numbers, when the controller has iso endpoints.
-    iso: Option<(u8, u8)>,
+    /// Endpoint addresses once assigned: bulk OUT, bulk IN, int OUT, int IN.
+    bulk_out: EndpointAddress,
+    bulk_in: EndpointAddress,
+    int_out: EndpointAddress,
+    int_in: EndpointAddress,
+    /// Iso OUT and IN addresses, when the controller has iso endpoints.
+    iso: Option<(EndpointAddress, EndpointAddress)>,
     alt: u8,
     configured: bool,
     workers: Vec<Worker>,
@@ -162,15 +156,26 @@ struct Worker {
 }
 
 impl SourceSink {
-    pub fn new(interface: u8, config: ZeroConfig, stats: Arc<ZeroStats>) -> SourceSink {
+    /// The function on interface number `interface`, named by string `interface_string`.
+    pub fn new(
+        interface: u8,
+        interface_string: u8,
+        config: ZeroConfig,
+        stats: Arc<ZeroStats>,
+    ) -> SourceSink {
+        let (out, inn) = (
+            EndpointAddress::new(0, Direction::Out),
+            EndpointAddress::new(0, Direction::In),
+        );
         SourceSink {
             interface,
+            interface_string,
             config,
             stats,
-            bulk_out: 0,
-            bulk_in: 0x80,
-            int_out: 0,
-            int_in: 0x80,
+            bulk_out: out,
+            bulk_in: inn,
+            int_out: out,
+            int_in: inn,
             iso: None,
             alt: 0,
             configured: false,
@@ -181,43 +186,32 @@ impl SourceSink {
 
     /// The endpoints of altsetting `alt` at `speed`, in descriptor order.
     fn endpoints(&self, alt: u8, speed: Speed) -> Vec<EndpointDescriptor> {
+        use TransferType::{Bulk, Interrupt, Isochronous};
         let mp = bulk_maxpacket(speed);
-        let with = |address: u8, ty: TransferType, max_packet_size: u16, interval: u8| {
-            EndpointDescriptor::new(EndpointAddress(address), ty, max_packet_size, interval)
-        };
         let mut v = vec![
-            with(self.bulk_out, TransferType::Bulk, mp, 0),
-            with(self.bulk_in, TransferType::Bulk, mp, 0),
+            EndpointDescriptor::new(self.bulk_out, Bulk, mp, 0),
+            EndpointDescriptor::new(self.bulk_in, Bulk, mp, 0),
         ];
-        let hs = !matches!(speed, Speed::Full | Speed::Low);
         if alt == 0 {
-            let interval = if hs { 4 } else { 1 }; // 1 ms either way
-            v.push(with(
-                self.int_out,
-                TransferType::Interrupt,
-                INT_MAXPACKET,
-                interval,
-            ));
-            v.push(with(
-                self.int_in,
-                TransferType::Interrupt,
-                INT_MAXPACKET,
-                interval,
-            ));
+            let interval = interrupt_interval(speed, 1);
+            for address in [self.int_out, self.int_in] {
+                v.push(EndpointDescriptor::new(
+                    address,
+                    Interrupt,
+                    INT_MAXPACKET,
+                    interval,
+                ));
+            }
         } else if let Some((out, inn)) = self.iso {
             // f_sourcesink's defaults: isoc_interval 4, isoc_maxpacket 1024 (1023 at FS).
-            v.push(with(
-                out,
-                TransferType::Isochronous,
-                iso_maxpacket(speed),
-                4,
-            ));
-            v.push(with(
-                inn,
-                TransferType::Isochronous,
-                iso_maxpacket(speed),
-                4,
-            ));
+            for address in [out, inn] {
+                v.push(EndpointDescriptor::new(
+                    address,
+                    Isochronous,
+                    iso_maxpacket(speed),
+                    4,
+                ));
+            }
         }
         v
     }
@@ -348,89 +342,48 @@ impl Function for SourceSink {
         "source/sink"
     }
 
-    fn num_interfaces(&self) -> u8 {
-        1
-    }
-
     fn assign_endpoints(&mut self, alloc: &mut EndpointAllocator) -> Result<(), DeviceError> {
-        let speed = self.config.speed;
-        let mp = bulk_maxpacket(speed);
-        let mut take = |dir, ty, mp, what: &str| {
-            let mut d = EndpointDescriptor::new(EndpointAddress::new(0, dir), ty, mp, 0);
-            alloc
-                .assign(&mut d)
-                .map(|_| d.address.0)
-                .ok_or_else(|| DeviceError::NoEndpoint {
-                    what: what.to_string(),
-                })
-        };
-        self.bulk_out = take(Direction::Out, TransferType::Bulk, mp, "bulk OUT")?;
-        self.bulk_in = take(Direction::In, TransferType::Bulk, mp, "bulk IN")?;
-        self.int_out = take(
-            Direction::Out,
-            TransferType::Interrupt,
-            INT_MAXPACKET,
-            "interrupt OUT",
-        )?;
-        self.int_in = take(
-            Direction::In,
-            TransferType::Interrupt,
-            INT_MAXPACKET,
-            "interrupt IN",
-        )?;
-        let imp = iso_maxpacket(speed);
+        use Direction::{In, Out};
+        use TransferType::{Bulk, Interrupt, Isochronous};
+        let mp = bulk_maxpacket(self.config.speed);
+        self.bulk_out = assign_endpoint(alloc, Out, Bulk, mp, "bulk OUT")?;
+        self.bulk_in = assign_endpoint(alloc, In, Bulk, mp, "bulk IN")?;
+        self.int_out = assign_endpoint(alloc, Out, Interrupt, INT_MAXPACKET, "interrupt OUT")?;
+        self.int_in = assign_endpoint(alloc, In, Interrupt, INT_MAXPACKET, "interrupt IN")?;
         // Both iso endpoints or none (f_sourcesink's `no_iso`).
+        let imp = iso_maxpacket(self.config.speed);
         let mut trial = alloc.clone();
-        let iso = |dir| {
-            EndpointDescriptor::new(
-                EndpointAddress::new(0, dir),
-                TransferType::Isochronous,
-                imp,
-                4,
-            )
-        };
-        let (mut o, mut i) = (iso(Direction::Out), iso(Direction::In));
-        self.iso = match (trial.assign(&mut o), trial.assign(&mut i)) {
-            (Some(_), Some(_)) => {
+        self.iso = match (
+            assign_endpoint(&mut trial, Out, Isochronous, imp, "iso OUT"),
+            assign_endpoint(&mut trial, In, Isochronous, imp, "iso IN"),
+        ) {
+            (Ok(out), Ok(inn)) => {
                 *alloc = trial;
-                Some((o.address.0, i.address.0))
+                Some((out, inn))
             }
             _ => None,
         };
         debug!(
-            bulk_out = self.bulk_out,
-            bulk_in = self.bulk_in,
-            int_out = self.int_out,
-            int_in = self.int_in,
+            bulk_out = self.bulk_out.0,
+            bulk_in = self.bulk_in.0,
+            int_out = self.int_out.0,
+            int_in = self.int_in.0,
             iso = ?self.iso,
             "endpoint addresses"
         );
         Ok(())
     }
 
-    fn descriptors(&self, speed: Speed) -> Vec<u8> {
-        let mut v = Vec::new();
+    fn descriptors(&self, config: &mut ConfigurationBuilder, speed: Speed) {
+        let mut interface = config.interface();
+        debug_assert_eq!(interface.number(), self.interface);
         for alt in 0..self.alt_count() {
-            let eps = self.endpoints(alt, speed);
-            v.extend_from_slice(&desc::interface(
-                self.interface,
-                alt,
-                eps.len() as u8,
-                [0xff, 0, 0],
-                5,
-            ));
-            for e in eps {
-                v.extend_from_slice(&e.to_vec());
-                if is_super(speed) {
-                    let (burst, bpi) = match e.transfer_type() {
-                        TransferType::Bulk => (0, 0),
-                        _ => (0, e.max_packet()),
-                    };
-                    v.extend_from_slice(&desc::ss_companion(burst, 0, bpi));
-                }
+            let mut setting = interface.alt_setting(USB_CLASS_VENDOR_SPEC, 0, 0);
+            setting.string(self.interface_string);
+            for ep in self.endpoints(alt, speed) {
+                add_endpoint(&mut setting, &ep, speed);
             }
         }
-        v
     }
 
     fn control(&mut self, gadget: &Gadget, setup: &ControlRequest) -> Option<ControlReply> {

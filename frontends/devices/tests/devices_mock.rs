@@ -24,6 +24,11 @@ fn get_descriptor(ty: u8, index: u8, length: u16) -> ControlRequest {
     setup(0x80, 6, u16::from(ty) << 8 | u16::from(index), 0, length)
 }
 
+/// GET_DESCRIPTOR(STRING) in a language, as Linux asks after reading string 0.
+fn get_string(index: u8, language: u16) -> ControlRequest {
+    setup(0x80, 6, 0x0300 | u16::from(index), language, 255)
+}
+
 const SET_CONFIGURATION_1: ControlRequest = ControlRequest {
     request_type: 0,
     request: 9,
@@ -140,16 +145,15 @@ fn zero_enumeration_descriptors() {
         m.control_in(get_descriptor(3, 0, 255)).unwrap(),
         [4, 3, 0x09, 0x04]
     );
-    let s2 = m.control_in(get_descriptor(3, 2, 255)).unwrap();
+    let s2 = m.control_in(get_string(2, 0x0409)).unwrap();
     let text: Vec<u16> = s2[2..]
         .chunks(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     assert_eq!(String::from_utf16(&text).unwrap(), "Gadget Zero");
-    assert_eq!(
-        m.control_in(get_descriptor(3, 42, 255)),
-        Err(MockError::Stall)
-    );
+    assert_eq!(m.control_in(get_string(42, 0x0409)), Err(MockError::Stall));
+    // A language string 0 does not list stalls, as in Linux's composite driver.
+    assert_eq!(m.control_in(get_string(2, 0)), Err(MockError::Stall));
     assert_eq!(
         m.control_in(get_descriptor(0x0f, 0, 5)),
         Err(MockError::Stall),

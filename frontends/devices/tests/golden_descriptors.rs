@@ -3,8 +3,10 @@
 //! controller with iso endpoints (altsetting 1, contract T9). One comment per descriptor.
 //!
 //! Captured from the hand-written byte arrays the devices used before they were built with
-//! rawgadget-usb's builders; the builders must produce the same bytes.
+//! rawgadget-usb's builders; the builders must produce the same bytes. A configuration is
+//! written as its pieces (header, then each interface with its descriptors), each piece once.
 
+use rawgadget::usb::LANG_ID_EN_US;
 use rawgadget::{dummy_udc_eps, EpInfo, Speed};
 use rawgadget_devices::{gadget_zero, keyboard, Device, KeyboardConfig, ZeroConfig};
 
@@ -30,9 +32,7 @@ const ZERO_DEVICE_SS: &[u8] = &[
 ];
 
 #[rustfmt::skip]
-const ZERO_CONFIG_LS_FS: &[u8] = &[
-    // configuration 1: wTotalLength 46, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x2e, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+const ZERO_ALT0_LS_FS: &[u8] = &[
     // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 64, bInterval 0
@@ -46,59 +46,7 @@ const ZERO_CONFIG_LS_FS: &[u8] = &[
 ];
 
 #[rustfmt::skip]
-const ZERO_CONFIG_HS: &[u8] = &[
-    // configuration 1: wTotalLength 46, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x2e, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
-    // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
-    0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
-    // endpoint 0x02 OUT bulk, wMaxPacketSize 512, bInterval 0
-    0x07, 0x05, 0x02, 0x02, 0x00, 0x02, 0x00,
-    // endpoint 0x81 IN bulk, wMaxPacketSize 512, bInterval 0
-    0x07, 0x05, 0x81, 0x02, 0x00, 0x02, 0x00,
-    // endpoint 0x03 OUT interrupt, wMaxPacketSize 64, bInterval 4
-    0x07, 0x05, 0x03, 0x03, 0x40, 0x00, 0x04,
-    // endpoint 0x85 IN interrupt, wMaxPacketSize 64, bInterval 4
-    0x07, 0x05, 0x85, 0x03, 0x40, 0x00, 0x04,
-];
-
-#[rustfmt::skip]
-const ZERO_CONFIG_SS: &[u8] = &[
-    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x46, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
-    // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
-    0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
-    // endpoint 0x02 OUT bulk, wMaxPacketSize 1024, bInterval 0
-    0x07, 0x05, 0x02, 0x02, 0x00, 0x04, 0x00,
-    // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 0
-    0x06, 0x30, 0x00, 0x00, 0x00, 0x00,
-    // endpoint 0x81 IN bulk, wMaxPacketSize 1024, bInterval 0
-    0x07, 0x05, 0x81, 0x02, 0x00, 0x04, 0x00,
-    // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 0
-    0x06, 0x30, 0x00, 0x00, 0x00, 0x00,
-    // endpoint 0x03 OUT interrupt, wMaxPacketSize 64, bInterval 4
-    0x07, 0x05, 0x03, 0x03, 0x40, 0x00, 0x04,
-    // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 64
-    0x06, 0x30, 0x00, 0x00, 0x40, 0x00,
-    // endpoint 0x85 IN interrupt, wMaxPacketSize 64, bInterval 4
-    0x07, 0x05, 0x85, 0x03, 0x40, 0x00, 0x04,
-    // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 64
-    0x06, 0x30, 0x00, 0x00, 0x40, 0x00,
-];
-
-#[rustfmt::skip]
-const ZERO_ISO_CONFIG_LS_FS: &[u8] = &[
-    // configuration 1: wTotalLength 83, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x53, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
-    // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
-    0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
-    // endpoint 0x02 OUT bulk, wMaxPacketSize 64, bInterval 0
-    0x07, 0x05, 0x02, 0x02, 0x40, 0x00, 0x00,
-    // endpoint 0x81 IN bulk, wMaxPacketSize 64, bInterval 0
-    0x07, 0x05, 0x81, 0x02, 0x40, 0x00, 0x00,
-    // endpoint 0x03 OUT interrupt, wMaxPacketSize 64, bInterval 1
-    0x07, 0x05, 0x03, 0x03, 0x40, 0x00, 0x01,
-    // endpoint 0x85 IN interrupt, wMaxPacketSize 64, bInterval 1
-    0x07, 0x05, 0x85, 0x03, 0x40, 0x00, 0x01,
+const ZERO_ALT1_LS_FS: &[u8] = &[
     // interface 0 alt 1: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x01, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 64, bInterval 0
@@ -112,9 +60,7 @@ const ZERO_ISO_CONFIG_LS_FS: &[u8] = &[
 ];
 
 #[rustfmt::skip]
-const ZERO_ISO_CONFIG_HS: &[u8] = &[
-    // configuration 1: wTotalLength 83, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x53, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+const ZERO_ALT0_HS: &[u8] = &[
     // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 512, bInterval 0
@@ -125,6 +71,10 @@ const ZERO_ISO_CONFIG_HS: &[u8] = &[
     0x07, 0x05, 0x03, 0x03, 0x40, 0x00, 0x04,
     // endpoint 0x85 IN interrupt, wMaxPacketSize 64, bInterval 4
     0x07, 0x05, 0x85, 0x03, 0x40, 0x00, 0x04,
+];
+
+#[rustfmt::skip]
+const ZERO_ALT1_HS: &[u8] = &[
     // interface 0 alt 1: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x01, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 512, bInterval 0
@@ -138,9 +88,7 @@ const ZERO_ISO_CONFIG_HS: &[u8] = &[
 ];
 
 #[rustfmt::skip]
-const ZERO_ISO_CONFIG_SS: &[u8] = &[
-    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
-    0x09, 0x02, 0x83, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+const ZERO_ALT0_SS: &[u8] = &[
     // interface 0 alt 0: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x00, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 1024, bInterval 0
@@ -159,6 +107,10 @@ const ZERO_ISO_CONFIG_SS: &[u8] = &[
     0x07, 0x05, 0x85, 0x03, 0x40, 0x00, 0x04,
     // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 64
     0x06, 0x30, 0x00, 0x00, 0x40, 0x00,
+];
+
+#[rustfmt::skip]
+const ZERO_ALT1_SS: &[u8] = &[
     // interface 0 alt 1: 4 endpoints, class ff/00/00, iInterface 5
     0x09, 0x04, 0x00, 0x01, 0x04, 0xff, 0x00, 0x00, 0x05,
     // endpoint 0x02 OUT bulk, wMaxPacketSize 1024, bInterval 0
@@ -177,6 +129,30 @@ const ZERO_ISO_CONFIG_SS: &[u8] = &[
     0x07, 0x05, 0x83, 0x01, 0x00, 0x04, 0x04,
     // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 1024
     0x06, 0x30, 0x00, 0x00, 0x00, 0x04,
+];
+
+#[rustfmt::skip]
+const ZERO_CONFIG_46: &[u8] = &[
+    // configuration 1: wTotalLength 46, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    0x09, 0x02, 0x2e, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+];
+
+#[rustfmt::skip]
+const ZERO_CONFIG_70: &[u8] = &[
+    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    0x09, 0x02, 0x46, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+];
+
+#[rustfmt::skip]
+const ZERO_CONFIG_83: &[u8] = &[
+    // configuration 1: wTotalLength 83, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    0x09, 0x02, 0x53, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+];
+
+#[rustfmt::skip]
+const ZERO_CONFIG_131: &[u8] = &[
+    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    0x09, 0x02, 0x83, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
 ];
 
 #[rustfmt::skip]
@@ -207,41 +183,43 @@ const KEYBOARD_DEVICE_SS: &[u8] = &[
 ];
 
 #[rustfmt::skip]
-const KEYBOARD_CONFIG_LS_FS: &[u8] = &[
-    // configuration 1: wTotalLength 34, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
-    0x09, 0x02, 0x22, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
+const KEYBOARD_INTERFACE: &[u8] = &[
     // interface 0 alt 0: 1 endpoints, class 03/01/01, iInterface 0
     0x09, 0x04, 0x00, 0x00, 0x01, 0x03, 0x01, 0x01, 0x00,
     // HID 1.11: bCountryCode 0, 1 class descriptor: REPORT (0x22), 63 bytes
     0x09, 0x21, 0x11, 0x01, 0x00, 0x01, 0x22, 0x3f, 0x00,
+];
+
+#[rustfmt::skip]
+const KEYBOARD_ENDPOINT_LS_FS: &[u8] = &[
     // endpoint 0x85 IN interrupt, wMaxPacketSize 8, bInterval 8
     0x07, 0x05, 0x85, 0x03, 0x08, 0x00, 0x08,
 ];
 
 #[rustfmt::skip]
-const KEYBOARD_CONFIG_HS: &[u8] = &[
-    // configuration 1: wTotalLength 34, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
-    0x09, 0x02, 0x22, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
-    // interface 0 alt 0: 1 endpoints, class 03/01/01, iInterface 0
-    0x09, 0x04, 0x00, 0x00, 0x01, 0x03, 0x01, 0x01, 0x00,
-    // HID 1.11: bCountryCode 0, 1 class descriptor: REPORT (0x22), 63 bytes
-    0x09, 0x21, 0x11, 0x01, 0x00, 0x01, 0x22, 0x3f, 0x00,
+const KEYBOARD_ENDPOINT_HS: &[u8] = &[
     // endpoint 0x85 IN interrupt, wMaxPacketSize 8, bInterval 7
     0x07, 0x05, 0x85, 0x03, 0x08, 0x00, 0x07,
 ];
 
 #[rustfmt::skip]
-const KEYBOARD_CONFIG_SS: &[u8] = &[
-    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
-    0x09, 0x02, 0x28, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
-    // interface 0 alt 0: 1 endpoints, class 03/01/01, iInterface 0
-    0x09, 0x04, 0x00, 0x00, 0x01, 0x03, 0x01, 0x01, 0x00,
-    // HID 1.11: bCountryCode 0, 1 class descriptor: REPORT (0x22), 63 bytes
-    0x09, 0x21, 0x11, 0x01, 0x00, 0x01, 0x22, 0x3f, 0x00,
+const KEYBOARD_ENDPOINT_SS: &[u8] = &[
     // endpoint 0x85 IN interrupt, wMaxPacketSize 8, bInterval 7
     0x07, 0x05, 0x85, 0x03, 0x08, 0x00, 0x07,
     // SuperSpeed companion: bMaxBurst 0, bmAttributes 0, wBytesPerInterval 8
     0x06, 0x30, 0x00, 0x00, 0x08, 0x00,
+];
+
+#[rustfmt::skip]
+const KEYBOARD_CONFIG_34: &[u8] = &[
+    // configuration 1: wTotalLength 34, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
+    0x09, 0x02, 0x22, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
+];
+
+#[rustfmt::skip]
+const KEYBOARD_CONFIG_40: &[u8] = &[
+    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
+    0x09, 0x02, 0x28, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
 ];
 
 #[rustfmt::skip]
@@ -326,10 +304,11 @@ struct Golden {
     name: &'static str,
     speed: Speed,
     device: &'static [u8],
-    config: &'static [u8],
-    /// Present at high speed only: the device qualifier, and the full-speed configuration as
-    /// OTHER_SPEED_CONFIGURATION.
-    qualifier: Option<(&'static [u8], &'static [u8])>,
+    /// The configuration bundle, in pieces.
+    config: &'static [&'static [u8]],
+    /// Present at high speed only: the device qualifier, and the pieces of the full-speed
+    /// configuration, sent as OTHER_SPEED_CONFIGURATION.
+    qualifier: Option<(&'static [u8], &'static [&'static [u8]])>,
     bos: Option<&'static [u8]>,
     strings: &'static [&'static [u8]],
 }
@@ -370,8 +349,8 @@ fn build(name: &str, speed: Speed) -> Device {
 
 /// USB 2.0 §9.6.4: the other-speed configuration is the configuration at the other speed with
 /// `bDescriptorType` OTHER_SPEED_CONFIGURATION (7).
-fn as_other_speed(config: &[u8]) -> Vec<u8> {
-    let mut v = config.to_vec();
+fn as_other_speed(config: &[&[u8]]) -> Vec<u8> {
+    let mut v = config.concat();
     v[1] = 0x07;
     v
 }
@@ -399,22 +378,29 @@ fn table() -> Vec<Golden> {
         bos,
         strings: KEYBOARD_STRINGS,
     };
+    const ZERO_FS: &[&[u8]] = &[ZERO_CONFIG_46, ZERO_ALT0_LS_FS];
+    const ZERO_ISO_FS: &[&[u8]] = &[ZERO_CONFIG_83, ZERO_ALT0_LS_FS, ZERO_ALT1_LS_FS];
+    const KEYBOARD_FS: &[&[u8]] = &[
+        KEYBOARD_CONFIG_34,
+        KEYBOARD_INTERFACE,
+        KEYBOARD_ENDPOINT_LS_FS,
+    ];
     use Speed::{Full, High, Low, Super};
-    // (speed, device descriptor, configuration, (qualifier, other-speed source), BOS)
+    // (speed, device descriptor, configuration, (qualifier, other-speed configuration), BOS)
     #[rustfmt::skip]
     let rows = vec![
-        zero(Low, ZERO_DEVICE_LS, ZERO_CONFIG_LS_FS, None, None),
-        zero(Full, ZERO_DEVICE_FS_HS, ZERO_CONFIG_LS_FS, None, None),
-        zero(High, ZERO_DEVICE_FS_HS, ZERO_CONFIG_HS, Some((ZERO_QUALIFIER, ZERO_CONFIG_LS_FS)), None),
-        zero(Super, ZERO_DEVICE_SS, ZERO_CONFIG_SS, None, Some(BOS_SS)),
-        zero_iso(Low, ZERO_DEVICE_LS, ZERO_ISO_CONFIG_LS_FS, None, None),
-        zero_iso(Full, ZERO_DEVICE_FS_HS, ZERO_ISO_CONFIG_LS_FS, None, None),
-        zero_iso(High, ZERO_DEVICE_FS_HS, ZERO_ISO_CONFIG_HS, Some((ZERO_QUALIFIER, ZERO_ISO_CONFIG_LS_FS)), None),
-        zero_iso(Super, ZERO_DEVICE_SS, ZERO_ISO_CONFIG_SS, None, Some(BOS_SS)),
-        kbd(Low, KEYBOARD_DEVICE_LS, KEYBOARD_CONFIG_LS_FS, None, None),
-        kbd(Full, KEYBOARD_DEVICE_FS_HS, KEYBOARD_CONFIG_LS_FS, None, None),
-        kbd(High, KEYBOARD_DEVICE_FS_HS, KEYBOARD_CONFIG_HS, Some((KEYBOARD_QUALIFIER, KEYBOARD_CONFIG_LS_FS)), None),
-        kbd(Super, KEYBOARD_DEVICE_SS, KEYBOARD_CONFIG_SS, None, Some(BOS_SS)),
+        zero(Low, ZERO_DEVICE_LS, ZERO_FS, None, None),
+        zero(Full, ZERO_DEVICE_FS_HS, ZERO_FS, None, None),
+        zero(High, ZERO_DEVICE_FS_HS, &[ZERO_CONFIG_46, ZERO_ALT0_HS], Some((ZERO_QUALIFIER, ZERO_FS)), None),
+        zero(Super, ZERO_DEVICE_SS, &[ZERO_CONFIG_70, ZERO_ALT0_SS], None, Some(BOS_SS)),
+        zero_iso(Low, ZERO_DEVICE_LS, ZERO_ISO_FS, None, None),
+        zero_iso(Full, ZERO_DEVICE_FS_HS, ZERO_ISO_FS, None, None),
+        zero_iso(High, ZERO_DEVICE_FS_HS, &[ZERO_CONFIG_83, ZERO_ALT0_HS, ZERO_ALT1_HS], Some((ZERO_QUALIFIER, ZERO_ISO_FS)), None),
+        zero_iso(Super, ZERO_DEVICE_SS, &[ZERO_CONFIG_131, ZERO_ALT0_SS, ZERO_ALT1_SS], None, Some(BOS_SS)),
+        kbd(Low, KEYBOARD_DEVICE_LS, KEYBOARD_FS, None, None),
+        kbd(Full, KEYBOARD_DEVICE_FS_HS, KEYBOARD_FS, None, None),
+        kbd(High, KEYBOARD_DEVICE_FS_HS, &[KEYBOARD_CONFIG_34, KEYBOARD_INTERFACE, KEYBOARD_ENDPOINT_HS], Some((KEYBOARD_QUALIFIER, KEYBOARD_FS)), None),
+        kbd(Super, KEYBOARD_DEVICE_SS, &[KEYBOARD_CONFIG_40, KEYBOARD_INTERFACE, KEYBOARD_ENDPOINT_SS], None, Some(BOS_SS)),
     ];
     rows
 }
@@ -427,7 +413,7 @@ fn golden_descriptor_bytes() {
         let device = build(g.name, g.speed);
         let set = device.descriptor_set(g.speed);
         assert_eq!(set.device, g.device, "device descriptor of {at}");
-        assert_eq!(set.config, g.config, "configuration of {at}");
+        assert_eq!(set.config, g.config.concat(), "configuration of {at}");
         assert_eq!(
             set.qualifier.as_deref(),
             g.qualifier.map(|q| q.0),
@@ -442,12 +428,16 @@ fn golden_descriptor_bytes() {
         for (index, want) in g.strings.iter().enumerate() {
             let index = index as u8;
             assert_eq!(
-                device.string(index).as_deref(),
+                device.strings.descriptor(index, LANG_ID_EN_US).as_deref(),
                 Some(*want),
                 "string {index} of {at}"
             );
         }
         let past = g.strings.len() as u8;
-        assert_eq!(device.string(past), None, "string {past} of {at}");
+        assert_eq!(
+            device.strings.descriptor(past, LANG_ID_EN_US),
+            None,
+            "string {past} of {at}"
+        );
     }
 }
