@@ -384,6 +384,37 @@ impl MockBackend {
         Ok(slot)
     }
 
+    /// Puts a transfer in flight on `ep` after raw gadget's checks (spec §1.5 EP_WRITE/EP_READ:
+    /// EINVAL when not running, for a bad handle or the wrong direction; EBUSY when disabled or
+    /// busy), lets `publish` make it visible to the host, and returns the reset generation it
+    /// started in. The caller has registered with `cancel` first: a real transfer is inside
+    /// the kernel before the host can complete it.
+    fn start_transfer(
+        &self,
+        ep: EpHandle,
+        direction: Direction,
+        cancel: &CancelHandle,
+        publish: impl FnOnce(&mut EpSlot),
+    ) -> Result<u64, Errno> {
+        let mut st = self.lock();
+        st.running.then_some(()).ok_or(Errno::EINVAL)?;
+        let slot = Self::slot_checked(&mut st, ep, Errno::EINVAL)?;
+        let d = slot.desc.ok_or(Errno::EBUSY)?;
+        if slot.in_flight {
+            return Err(Errno::EBUSY);
+        }
+        if d.direction() != direction {
+            return Err(Errno::EINVAL);
+        }
+        if cancel.is_cancelled() {
+            return Err(Errno::EINTR);
+        }
+        slot.in_flight = true;
+        publish(slot);
+        self.shared.cv.notify_all();
+        Ok(slot.shutdown_gen)
+    }
+
     fn halt_op(&self, ep: EpHandle, call: Call, f: impl FnOnce(&mut EpSlot)) -> Result<(), Errno> {
         let mut st = self.lock();
         st.running.then_some(()).ok_or(Errno::EINVAL)?;
@@ -551,29 +582,11 @@ impl Backend for MockBackend {
         _flags: IoFlags,
         cancel: &CancelHandle,
     ) -> Result<usize, Errno> {
-        // Register before the transfer becomes visible to the host: a real transfer is inside
-        // the kernel before the host can complete it.
         let _blocked = cancel.enter(self.waker()).map_err(|_| Errno::EINTR)?;
-        let gen = {
-            let mut st = self.lock();
-            st.running.then_some(()).ok_or(Errno::EINVAL)?;
-            let slot = Self::slot_checked(&mut st, ep, Errno::EINVAL)?;
-            let d = slot.desc.ok_or(Errno::EBUSY)?;
-            if slot.in_flight {
-                return Err(Errno::EBUSY);
-            }
-            if d.direction() != Direction::In {
-                return Err(Errno::EINVAL);
-            }
-            if cancel.is_cancelled() {
-                return Err(Errno::EINTR);
-            }
-            slot.in_flight = true;
+        let gen = self.start_transfer(ep, Direction::In, cancel, |slot| {
             slot.to_host = Some(data.to_vec());
             slot.taken = None;
-            self.shared.cv.notify_all();
-            slot.shutdown_gen
-        };
+        })?;
         let r = self.wait_entered(cancel, |st| {
             let slot = &mut st.slots[usize::from(ep.0)];
             // A transfer that completed keeps its result even if a reset follows.
@@ -599,26 +612,8 @@ impl Backend for MockBackend {
         _flags: IoFlags,
         cancel: &CancelHandle,
     ) -> Result<usize, Errno> {
-        // Register before the transfer becomes visible to the host: a real transfer is inside
-        // the kernel before the host can complete it.
         let _blocked = cancel.enter(self.waker()).map_err(|_| Errno::EINTR)?;
-        let gen = {
-            let mut st = self.lock();
-            st.running.then_some(()).ok_or(Errno::EINVAL)?;
-            let slot = Self::slot_checked(&mut st, ep, Errno::EINVAL)?;
-            let d = slot.desc.ok_or(Errno::EBUSY)?;
-            if slot.in_flight {
-                return Err(Errno::EBUSY);
-            }
-            if d.direction() != Direction::Out {
-                return Err(Errno::EINVAL);
-            }
-            if cancel.is_cancelled() {
-                return Err(Errno::EINTR);
-            }
-            slot.in_flight = true;
-            slot.shutdown_gen
-        };
+        let gen = self.start_transfer(ep, Direction::Out, cancel, |_| {})?;
         let r = self.wait_entered(cancel, |st| {
             let slot = &mut st.slots[usize::from(ep.0)];
             if slot.shutdown_gen != gen {
