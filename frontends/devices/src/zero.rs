@@ -75,7 +75,8 @@ impl Default for ZeroConfig {
 pub struct ZeroStats {
     /// Bytes the host read from the source endpoints.
     pub bytes_in: AtomicU64,
-    /// Bytes the sink endpoints received.
+    /// Bytes the sink endpoints received; updated after `pattern_errors` for the same data
+    /// (load it with `Acquire` to see those errors).
     pub bytes_out: AtomicU64,
     /// Bytes received that did not match the pattern.
     pub pattern_errors: AtomicU64,
@@ -310,25 +311,25 @@ fn sink_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &Ze
         match ep.read_into(&mut buf) {
             Ok(n) => {
                 failures = 0;
-                stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 let check = pattern.check(&buf[..n], mp);
-                if check.errors > 0 {
-                    stats
-                        .pattern_errors
-                        .fetch_add(check.errors as u64, Ordering::Relaxed);
-                    if logged < 10 {
-                        logged += 1;
-                        let at = check.first_error.unwrap_or(0);
-                        warn!(
-                            ep = ep.address(),
-                            len = n,
-                            errors = check.errors,
-                            first_error = at,
-                            got = buf[at],
-                            want = pattern.byte(at, mp),
-                            "sink: data does not match the pattern"
-                        );
-                    }
+                // Count the errors before the bytes (Release): whoever sees `bytes_out` cover
+                // a transfer (Acquire) also sees its pattern errors.
+                stats
+                    .pattern_errors
+                    .fetch_add(check.errors as u64, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(n as u64, Ordering::Release);
+                if check.errors > 0 && logged < 10 {
+                    logged += 1;
+                    let at = check.first_error.unwrap_or(0);
+                    warn!(
+                        ep = ep.address(),
+                        len = n,
+                        errors = check.errors,
+                        first_error = at,
+                        got = buf[at],
+                        want = pattern.byte(at, mp),
+                        "sink: data does not match the pattern"
+                    );
                 }
             }
             Err(e) if keep_going(ep, &e, stats, &mut failures) => {}
