@@ -50,6 +50,7 @@ pub mod cancel;
 pub mod endpoint;
 mod error;
 mod gadget;
+pub mod inprocess;
 pub mod mock;
 mod node;
 pub mod sys;
@@ -59,6 +60,7 @@ pub use cancel::{CancelHandle, Wake};
 pub use endpoint::{assign_ep_address, dummy_udc_eps, EndpointAllocator};
 pub use error::{Error, Result};
 pub use gadget::{has_in_data_stage, Endpoint, Event, Gadget, GadgetBuilder};
+pub use inprocess::InProcess;
 pub use node::{DeviceNode, DEFAULT_NODE};
 pub use rawgadget_uapi::{Errno, Speed};
 /// The USB chapter 9 model: requests, descriptors, builders, string tables.
