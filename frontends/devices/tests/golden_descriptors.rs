@@ -5,6 +5,9 @@
 //! Captured from the hand-written byte arrays the devices used before they were built with
 //! rawgadget-usb's builders; the builders must produce the same bytes. A configuration is
 //! written as its pieces (header, then each interface with its descriptors), each piece once.
+//!
+//! (*) Kept as captured, but wrong: at SuperSpeed `bMaxPower` counts 8 mA units (USB 3.2
+//! §9.6.3), so 50 declares 400 mA where 100 mA is meant (Linux's `encode_bMaxPower` gives 12).
 
 use rawgadget::usb::LANG_ID_EN_US;
 use rawgadget::{dummy_udc_eps, EpInfo, Speed};
@@ -139,7 +142,7 @@ const ZERO_CONFIG_46: &[u8] = &[
 
 #[rustfmt::skip]
 const ZERO_CONFIG_70: &[u8] = &[
-    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (*)
     0x09, 0x02, 0x46, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
 ];
 
@@ -151,7 +154,7 @@ const ZERO_CONFIG_83: &[u8] = &[
 
 #[rustfmt::skip]
 const ZERO_CONFIG_131: &[u8] = &[
-    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (*)
     0x09, 0x02, 0x83, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
 ];
 
@@ -218,7 +221,7 @@ const KEYBOARD_CONFIG_34: &[u8] = &[
 
 #[rustfmt::skip]
 const KEYBOARD_CONFIG_40: &[u8] = &[
-    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
+    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50 (*)
     0x09, 0x02, 0x28, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
 ];
 
