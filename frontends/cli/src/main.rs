@@ -1,11 +1,15 @@
 //! `rawgadget`: run the built-in devices on a raw gadget node, or print their descriptors.
 //!
-//! - `rawgadget [describe [zero|keyboard|all]]` prints descriptors like `lsusb -v`, without a
-//!   kernel (the default command);
+//! - `rawgadget [demo]` (the default) runs the keyboard and Gadget Zero against the in-process
+//!   host (no root, no kernel module) and prints what the host saw and the transfers;
+//! - `rawgadget describe [zero|keyboard|all]` prints descriptors like `lsusb -v`, without a
+//!   kernel;
 //! - `rawgadget zero` runs Gadget Zero for Linux usbtest;
 //! - `rawgadget keyboard --text ...` runs a HID keyboard that types the text.
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+
+mod demo;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -32,6 +36,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the keyboard and Gadget Zero against the in-process host (the default command).
+    Demo {
+        /// The speed the devices ask for.
+        #[arg(long, value_enum, default_value_t = SpeedArg::High)]
+        speed: SpeedArg,
+    },
     /// Print the built-in devices' descriptors like `lsusb -v` (no kernel needed).
     Describe {
         #[arg(value_enum, default_value_t = Which::All)]
@@ -115,11 +125,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Describe {
-        device: Which::All,
+    let command = cli.command.unwrap_or(Command::Demo {
         speed: SpeedArg::High,
     });
     let result = match command {
+        Command::Demo { speed } => demo::run(speed.into()).map(|()| ExitCode::SUCCESS),
         Command::Describe { device, speed } => describe(device, speed.into()),
         Command::Zero {
             udc,

@@ -42,10 +42,38 @@ fn describe_keyboard() {
     assert!(s.contains("full-speed"), "{s}");
 }
 
-/// With no subcommand the default is `describe all`.
+/// With no subcommand the default is the demo: both built-in devices against the in-process
+/// host, no root and no kernel module (issue 3, "the embedded default").
 #[test]
-fn default_is_describe_all() {
+fn default_is_the_in_process_demo() {
     let out = rawgadget(&[]);
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{s}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // what the host saw, lsusb style, for both devices
+    assert!(s.contains("ID 0525:a4a0"), "{s}");
+    assert!(
+        s.contains("bInterfaceClass         3 Human Interface Device"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Device Status: configured (bConfigurationValue 1)"),
+        "{s}"
+    );
+    // Linux's enumeration sequence, then the transfers
+    assert!(s.contains("SET_ADDRESS 2"), "{s}");
+    assert!(s.contains("typed: \"Hello from rawgadget!\\n\""), "{s}");
+    assert!(s.contains("bulk IN 4096 bytes: pattern ok"), "{s}");
+    assert!(s.contains("all good"), "{s}");
+}
+
+/// `describe all` prints both devices.
+#[test]
+fn describe_all() {
+    let out = rawgadget(&["describe"]);
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(
