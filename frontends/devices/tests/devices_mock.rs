@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use rawgadget::mock::{Call, Ep0Reply, MockBackend, MockError};
+use rawgadget::usb::Descriptors;
 use rawgadget::{dummy_udc_eps, ControlRequest, EpInfo, Gadget, Speed};
 use rawgadget_devices::keyboard::{text_to_reports, REPORT_DESCRIPTOR};
 use rawgadget_devices::pattern::Pattern;
@@ -78,16 +79,20 @@ fn zero(speed: Speed) -> (Running, Arc<rawgadget_devices::ZeroStats>) {
     (start(dev, speed, dummy_udc_eps()), stats)
 }
 
-/// Walks a configuration bundle: `(bDescriptorType, bytes)` per descriptor.
+/// Walks a configuration bundle: `(bDescriptorType, bytes)` per descriptor; every `bLength`
+/// must be valid.
 fn walk(config: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut v = Vec::new();
-    let mut i = 0;
-    while i + 2 <= config.len() {
-        let len = usize::from(config[i]);
-        assert!(len >= 2 && i + len <= config.len(), "bad bLength at {i}");
-        v.push((config[i + 1], config[i..i + len].to_vec()));
-        i += len;
-    }
+    let mut descriptors = Descriptors::new(config);
+    let v = descriptors
+        .by_ref()
+        .map(|d| (d.descriptor_type(), d.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(
+        descriptors.error(),
+        None,
+        "bad bLength at {}",
+        descriptors.offset()
+    );
     v
 }
 
