@@ -8,7 +8,7 @@
 //!   that answer their own control requests or say "not mine" (`None`), and [`DeviceRunner`],
 //!   the ep0 event loop of spec Appendix steps 3-6.
 //! - `zero`: Gadget Zero ([`gadget_zero`]); `pattern`: the usbtest data patterns.
-//! - `keyboard`: the keyboard ([`keyboard`]).
+//! - `keyboard`: the keyboard ([`keyboard()`]).
 //!
 //! Descriptors come from rawgadget-usb's builders (re-exported as `rawgadget::usb`); the bytes
 //! each device produces at each speed are pinned by `tests/golden_descriptors.rs`.
