@@ -1,0 +1,153 @@
+//! The guest's initramfs: busybox, a `/init` written here, the project's static binaries, and the
+//! kernel modules the scenarios load (decompressed, with a fresh depmod index, since busybox's
+//! modprobe cannot read `.ko.xz`).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::host::run;
+use crate::kernel::{self, Kernel};
+
+/// The guest's `/init`: mount the usual filesystems, run the scenario named on the kernel command
+/// line, print its status, power off. QEMU runs with `-no-reboot`, so power-off ends the run.
+pub const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+echo "rgbench: init $(uname -r)"
+/bin/bench-guest scenario
+rc=$?
+echo "rgbench: scenario exit $rc"
+if [ "$rc" != 0 ]; then dmesg | tail -n 60; fi
+sync
+poweroff -f
+"#;
+
+/// Binaries to put in `/bin`.
+pub struct GuestBinaries {
+    pub bench_guest: PathBuf,
+    /// Our `rawgadget` CLI, when it built.
+    pub cli: Option<PathBuf>,
+}
+
+fn copy_exec(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Decompresses `src` (`.ko.xz`, `.ko.zst` or plain `.ko`) into `dst` (`.ko`).
+fn install_module(src: &Path, dst: &Path) -> Result<()> {
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let name = src.to_string_lossy();
+    if name.ends_with(".xz") {
+        let out = fs::File::create(dst)?;
+        let st = Command::new("xz")
+            .arg("-dc")
+            .arg(src)
+            .stdout(out)
+            .stderr(Stdio::inherit())
+            .status()?;
+        if !st.success() {
+            bail!("xz -dc {} failed", src.display());
+        }
+    } else if name.ends_with(".ko") {
+        fs::copy(src, dst)?;
+    } else {
+        bail!("unsupported module compression: {}", src.display());
+    }
+    Ok(())
+}
+
+/// Builds `cache/initramfs/<release>.cpio` (uncompressed: TCG decompresses slowly) and returns it.
+pub fn build(
+    cache: &Path,
+    k: &Kernel,
+    raw_gadget_ko: &Path,
+    bins: &GuestBinaries,
+) -> Result<PathBuf> {
+    let release = k.version.release();
+    let root = cache.join("initramfs").join(&release);
+    let _ = fs::remove_dir_all(&root);
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "etc",
+    ] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    copy_exec(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
+    copy_exec(&bins.bench_guest, &root.join("bin/bench-guest"))?;
+    if let Some(cli) = &bins.cli {
+        copy_exec(cli, &root.join("bin/rawgadget"))?;
+    }
+    fs::write(root.join("init"), INIT)?;
+    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
+
+    let mods_src = k.modules_dir();
+    let mods_dst = root.join("lib/modules").join(&release);
+    let dep = kernel::parse_modules_dep(
+        &fs::read_to_string(mods_src.join("modules.dep")).context("reading modules.dep")?,
+    );
+    let mut wanted: Vec<String> = kernel::GUEST_MODULES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // raw_gadget.ko's own dependencies, as modinfo reads them from the built module.
+    let deps = run(Command::new("modinfo")
+        .args(["-F", "depends"])
+        .arg(raw_gadget_ko))
+    .unwrap_or_default();
+    wanted.extend(
+        deps.trim()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    );
+    let wanted_refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    for rel in kernel::closure(&dep, &wanted_refs)? {
+        let dst_rel = rel.trim_end_matches(".xz").trim_end_matches(".zst");
+        install_module(&mods_src.join(&rel), &mods_dst.join(dst_rel))?;
+    }
+    install_module(raw_gadget_ko, &mods_dst.join("extra/raw_gadget.ko"))?;
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        if mods_src.join(f).exists() {
+            fs::copy(mods_src.join(f), mods_dst.join(f))?;
+        }
+    }
+    run(Command::new("depmod").arg("-b").arg(&root).arg(&release))?;
+
+    let cpio = cache.join("initramfs").join(format!("{release}.cpio"));
+    let list = run(Command::new("find").arg(".").current_dir(&root))?;
+    let out = fs::File::create(&cpio)?;
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet", "-R", "0:0"])
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting cpio")?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("cpio stdin")?;
+        stdin.write_all(list.as_bytes())?;
+    }
+    if !child.wait()?.success() {
+        bail!("cpio failed");
+    }
+    Ok(cpio)
+}

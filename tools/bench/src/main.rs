@@ -1,0 +1,570 @@
+//! `rawgadget-bench`: the real-kernel bench (issue 4). Boots Debian's 6.12 kernel in QEMU with an
+//! initramfs of our own, runs a named scenario inside (usbtest matrix, scripted host, keyboard), and
+//! prints one table comparing the in-kernel SourceSink, raw_gadget.ko driven by our Gadget Zero, and
+//! their usbip-vudc counterparts.
+//!
+//! ```text
+//! cargo run -p rawgadget-bench --release -- list
+//! cargo run -p rawgadget-bench --release -- run usbtest-dummy
+//! cargo run -p rawgadget-bench --release -- all
+//! ```
+//!
+//! Phases: host tools (apt-get when root) → kernel packages (apt-get download, dpkg-deb -x, depmod)
+//! → linux-source files → raw_gadget.ko → static guest binaries → initramfs → one boot per scenario.
+//! Everything downloaded or built is cached in `<repo>/.bench-cache`.
+#![deny(unsafe_code)]
+
+mod bins;
+mod host;
+mod initramfs;
+mod kernel;
+mod report;
+mod vm;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use rawgadget_bench_guest::record::{substrate, Record};
+use rawgadget_bench_guest::scenario::escape;
+
+use crate::host::Phases;
+use crate::report::Collected;
+use crate::vm::Accel;
+
+#[derive(Parser)]
+#[command(
+    name = "rawgadget-bench",
+    about = "Real-kernel bench: Linux 6.12 in QEMU against our raw gadget"
+)]
+struct Cli {
+    #[command(flatten)]
+    opts: Opts,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Opts {
+    /// Cache for downloads and builds [default: <repo>/.bench-cache].
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    /// Accelerator: auto (KVM when it works, else TCG), kvm or tcg.
+    #[arg(long, global = true, default_value = "auto")]
+    accel: String,
+    /// Kernel version to use instead of the newest (e.g. 6.12.117+deb12).
+    #[arg(long, global = true)]
+    kernel: Option<String>,
+    /// usbtest iterations per run on dummy_hcd substrates.
+    #[arg(long, global = true, default_value_t = 100)]
+    count: u32,
+    /// usbtest iterations per run on usbip-vudc substrates (jiffies-bound, contract O4).
+    #[arg(long, global = true, default_value_t = 10)]
+    vudc_count: u32,
+    /// Runs per case (contract P5: at least 5).
+    #[arg(long, global = true, default_value_t = 5)]
+    runs: u32,
+    /// Only these usbtest cases (comma-separated).
+    #[arg(long, global = true, value_delimiter = ',')]
+    cases: Vec<u32>,
+    /// Multiply every scenario's hard timeout.
+    #[arg(long, global = true, default_value_t = 1.0)]
+    timeout_scale: f64,
+    /// Never run apt-get install; only say what is missing.
+    #[arg(long, global = true)]
+    no_install: bool,
+    /// Do not echo the guest console.
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Also write the JSON result here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Write docs/bench-results.md (done by `all` unless --no-docs).
+    #[arg(long, global = true)]
+    write_docs: bool,
+    #[arg(long, global = true)]
+    no_docs: bool,
+    /// Text the keyboard scenario types.
+    #[arg(long, global = true, default_value = "Hello, rawgadget! 123")]
+    text: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the scenarios.
+    List,
+    /// Download and build everything a boot needs, without booting.
+    Prepare,
+    /// Run one or more scenarios by name.
+    Run { scenarios: Vec<String> },
+    /// Run every scenario and write docs/bench-results.md.
+    All,
+}
+
+/// A scenario as the runner knows it.
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    /// Hard timeout at scale 1 (TCG on 2 shared cores).
+    timeout_secs: u64,
+    in_all: bool,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "probe", about: "boot and load every module the bench needs; checks UDCs, vhci, raw_gadget.ko", timeout_secs: 120, in_all: false },
+    Scenario { name: "usbtest-dummy", about: "usbtest matrix on (a) SourceSink and (b) raw_gadget.ko + our Gadget Zero on dummy_udc.0, one boot", timeout_secs: 900, in_all: true },
+    Scenario { name: "usbtest-vudc-ss", about: "usbtest matrix on (a′) SourceSink on usbip-vudc.0 through vhci-hcd (socketpair)", timeout_secs: 600, in_all: true },
+    Scenario { name: "usbtest-vudc-raw", about: "usbtest matrix on (b′) raw_gadget.ko + our Gadget Zero on usbip-vudc.0 through vhci-hcd", timeout_secs: 900, in_all: true },
+    Scenario { name: "script-dummy", about: "scripted usbfs host against (a) and (b), compared item by item", timeout_secs: 300, in_all: true },
+    Scenario { name: "keyboard", about: "our HID keyboard on raw_gadget.ko: evdev reads the typed text, sysfs shows the declared descriptors", timeout_secs: 300, in_all: true },
+];
+
+fn repo_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or(here)
+}
+
+/// What every boot needs.
+struct Prepared {
+    kernel: kernel::Kernel,
+    initrd: PathBuf,
+    cli_missing: String,
+    has_cli: bool,
+    source_version: String,
+}
+
+fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
+    let repo = repo_root();
+    phases.time("host tools", || host::ensure_tools(!opts.no_install))?;
+    let version = phases.time("choose kernel", || {
+        kernel::choose_version(cache, opts.kernel.as_deref())
+    })?;
+    eprintln!(
+        "bench: kernel {} ({})",
+        version.release(),
+        version.image_pkg()
+    );
+    let k = phases.time("kernel packages (download, unpack, depmod)", || {
+        kernel::prepare(cache, &version)
+    })?;
+    let src = phases.time("linux-source files", || kernel::extract_sources(cache))?;
+    let source_version = src
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ko = phases.time("raw_gadget.ko build", || {
+        kernel::build_raw_gadget(cache, &k, &src)
+    })?;
+    let (bins, cli_missing) = phases.time("guest binaries (cargo, static)", || {
+        bins::build(&repo, cache)
+    })?;
+    if !cli_missing.is_empty() {
+        eprintln!(
+            "bench: {cli_missing}; substrates driven by our Gadget Zero will show as not run"
+        );
+    }
+    let has_cli = bins.cli.is_some() && cli_missing.is_empty();
+    let initrd = phases.time("initramfs", || initramfs::build(cache, &k, &ko, &bins))?;
+    Ok(Prepared {
+        kernel: k,
+        initrd,
+        cli_missing,
+        has_cli,
+        source_version,
+    })
+}
+
+/// The accelerator to use: a cached verdict on KVM, else KVM when /dev/kvm opens.
+fn initial_accel(cache: &Path, opts: &Opts) -> Result<Accel> {
+    match opts.accel.as_str() {
+        "kvm" => Ok(Accel::Kvm),
+        "tcg" => Ok(Accel::Tcg),
+        "auto" => {
+            let known_bad = fs::read_to_string(cache.join("kvm-broken")).is_ok();
+            Ok(if vm::kvm_usable() && !known_bad {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            })
+        }
+        other => bail!("--accel must be auto, kvm or tcg, not {other:?}"),
+    }
+}
+
+/// The result of one scenario boot.
+#[derive(serde::Serialize)]
+struct ScenarioRun {
+    scenario: String,
+    accel: Accel,
+    status: i32,
+    detail: String,
+    boot_secs: Option<f64>,
+    total_secs: f64,
+    timed_out: bool,
+    run_dir: PathBuf,
+    #[serde(skip)]
+    records: Vec<Record>,
+}
+
+fn cmdline(s: &Scenario, opts: &Opts, prep: &Prepared) -> String {
+    let mut c = format!(
+        "console=ttyS0 quiet loglevel=4 panic=-1 rgbench.scenario={} rgbench.count={} rgbench.vcount={} rgbench.runs={} rgbench.text={}",
+        s.name,
+        opts.count,
+        opts.vudc_count,
+        opts.runs.max(1),
+        escape(&opts.text)
+    );
+    if !opts.cases.is_empty() {
+        let cases: Vec<String> = opts.cases.iter().map(u32::to_string).collect();
+        c.push_str(&format!(" rgbench.cases={}", cases.join(",")));
+    }
+    if prep.has_cli {
+        c.push_str(" rgbench.cli=/bin/rawgadget");
+    } else {
+        c.push_str(&format!(
+            " rgbench.cli_missing={}",
+            escape(&prep.cli_missing)
+        ));
+    }
+    c
+}
+
+fn run_one(
+    s: &Scenario,
+    cache: &Path,
+    opts: &Opts,
+    prep: &Prepared,
+    accel: &mut Accel,
+) -> Result<ScenarioRun> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let run_dir = cache.join("runs").join(format!("{stamp}-{}", s.name));
+    let timeout = Duration::from_secs_f64(s.timeout_secs as f64 * opts.timeout_scale.max(0.1));
+    let line = cmdline(s, opts, prep);
+    let vmlinuz = prep.kernel.vmlinuz();
+    loop {
+        eprintln!(
+            "bench: booting {} under {} (timeout {:?})",
+            s.name,
+            accel.label(),
+            timeout
+        );
+        let spec = vm::BootSpec {
+            qemu: "qemu-system-x86_64",
+            kernel: &vmlinuz,
+            initrd: &prep.initrd,
+            cmdline: line.clone(),
+            accel: *accel,
+            timeout,
+            run_dir: &run_dir,
+            tag: s.name,
+            stream: !opts.quiet,
+        };
+        let out = vm::boot(&spec)?;
+        if out.never_started && *accel == Accel::Kvm && opts.accel == "auto" {
+            // real-kernel-bench.md: /dev/kvm exists on these machines but QEMU dies with this guest.
+            eprintln!("bench: KVM did not work for this guest (QEMU exited before /init); falling back to TCG");
+            fs::write(
+                cache.join("kvm-broken"),
+                "QEMU exited before /init under -accel kvm -cpu host\n",
+            )?;
+            *accel = Accel::Tcg;
+            continue;
+        }
+        let records = report::parse_records(&out.results);
+        let end = records.iter().rev().find_map(|r| match r {
+            Record::End { status, detail } => Some((*status, detail.clone())),
+            _ => None,
+        });
+        let (status, detail) = match end {
+            Some(e) => e,
+            None if out.timed_out => (124, format!("hard timeout after {timeout:?}")),
+            None => (
+                3,
+                format!(
+                    "the guest ended without a result; see {}",
+                    out.console_log.display()
+                ),
+            ),
+        };
+        return Ok(ScenarioRun {
+            scenario: s.name.to_string(),
+            accel: *accel,
+            status,
+            detail,
+            boot_secs: out.boot_secs,
+            total_secs: out.total_secs,
+            timed_out: out.timed_out,
+            run_dir,
+            records,
+        });
+    }
+}
+
+fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
+    let mut md = String::new();
+    md.push_str(&report::table(c));
+    let mut functional_ok = true;
+    let mut sections = String::new();
+    for (base, x) in [
+        (substrate::A, substrate::B),
+        (substrate::A_PRIME, substrate::B_PRIME),
+    ] {
+        let has = |s: &str| c.cells.keys().any(|(sub, _)| sub == s);
+        if has(base) && has(x) {
+            let (t, matches, fast) = report::comparison(c, base, x);
+            sections.push_str(&format!(
+                "\n### ({x}) against ({base}): pass/errno {}, speed {}\n\n{t}",
+                if matches { "matches" } else { "DIFFERS" },
+                if fast {
+                    "no worse than the C reference"
+                } else {
+                    "SLOWER than the C reference on some case"
+                }
+            ));
+            if !matches {
+                functional_ok = false;
+            }
+        }
+    }
+    if let Some((n, diffs)) = report::script_diff(c, substrate::A, substrate::B) {
+        sections.push_str(&format!(
+            "\n### Scripted host, (a) against (b): {n} steps, {} differences\n\n",
+            diffs.len()
+        ));
+        for d in &diffs {
+            sections.push_str(&format!(
+                "- line {} `{}`: (a) {} / (b) {}\n",
+                d.line, d.text, d.left, d.right
+            ));
+        }
+    }
+    if !c.checks.is_empty() {
+        sections.push_str("\n### Checks\n\n");
+        for (name, pass, detail) in &c.checks {
+            sections.push_str(&format!(
+                "- {} {name}: {detail}\n",
+                if *pass { "PASS" } else { "FAIL" }
+            ));
+        }
+    }
+    let not_run: Vec<String> = c
+        .substrates
+        .iter()
+        .filter(|(_, (st, _))| *st != rawgadget_bench_guest::record::SubstrateState::Up)
+        .map(|(s, (st, why))| format!("- ({s}) {st:?}: {why}"))
+        .collect();
+    if !not_run.is_empty() {
+        sections.push_str("\n### Substrates not up\n\n");
+        sections.push_str(&not_run.join("\n"));
+        sections.push('\n');
+    }
+    md.push_str(&sections);
+    md.push_str("\n### Boots\n\n| scenario | status | accel | boot to /init (s) | boot total (s) |\n|---|---|---|---|---|\n");
+    for r in runs {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} |\n",
+            r.scenario,
+            if r.status == 0 {
+                "pass".to_string()
+            } else {
+                format!("{} ({})", r.status, r.detail)
+            },
+            r.accel.label(),
+            r.boot_secs
+                .map(|b| format!("{b:.1}"))
+                .unwrap_or_else(|| "—".into()),
+            r.total_secs
+        ));
+    }
+    println!("\n{md}");
+    (md, functional_ok)
+}
+
+/// What a bench invocation gathered.
+struct Summary<'a> {
+    phases: &'a Phases,
+    runs: &'a [ScenarioRun],
+    collected: &'a Collected,
+    markdown: &'a str,
+}
+
+fn write_outputs(
+    cache: &Path,
+    opts: &Opts,
+    prep: &Prepared,
+    sum: &Summary<'_>,
+    write_docs: bool,
+) -> Result<()> {
+    let Summary {
+        phases,
+        runs,
+        collected: c,
+        markdown: md,
+    } = *sum;
+    let accel = runs.first().map(|r| r.accel.label()).unwrap_or("none");
+    let json = serde_json::json!({
+        "date": host::today(),
+        "accel": accel,
+        "kernel": prep.kernel.version.release(),
+        "linux_source": prep.source_version,
+        "loadavg": host::loadavg(),
+        "count": opts.count, "vudc_count": opts.vudc_count, "runs": opts.runs,
+        "phases": phases.entries,
+        "scenarios": runs,
+        "cells": c.cells.iter().map(|((s, case), cell)| serde_json::json!({
+            "substrate": s, "case": case, "result": cell.render(), "verdict": cell.verdict(), "median": cell.median(),
+        })).collect::<Vec<_>>(),
+        "checks": c.checks,
+        "table_markdown": md,
+    });
+    let text = serde_json::to_string_pretty(&json)?;
+    fs::create_dir_all(cache.join("results"))?;
+    fs::write(cache.join("results/last.json"), &text)?;
+    if let Some(p) = &opts.json {
+        fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if write_docs {
+        let doc = repo_root().join("docs/bench-results.md");
+        let phases_md: String = phases
+            .entries
+            .iter()
+            .map(|(n, s)| format!("| {n} | {s:.1} |\n"))
+            .collect();
+        let body = format!(
+            "# Real-kernel bench: latest results\n\n\
+             Written by `cargo run -p rawgadget-bench --release -- all` (see docs/bench.md). Do not edit by hand.\n\n\
+             - Date: {date}\n- Accelerator: {accel}\n- Guest kernel: Debian {kernel}; raw_gadget.ko from linux-source-6.12 {src}\n\
+             - Host load average at the end (1/5/15 min): {load}\n\
+             - usbtest: {runs} runs per case; {counts}; pattern=1; median (min–max) of usbtest's own duration in seconds, or the errno\n\
+             - Case parameters (real-kernel-bench.md): size 1024, sglen 32; cases 3, 4, 7, 8 vary 421; 14 size 256 vary 8; \
+             21 size 128 vary 8; 25, 26 size 64; iso cases 15, 16, 22, 23 with usbtest alt=1, size 1024, 8 URBs queued\n\n\
+             {md}\n### Phases of this run (seconds)\n\n| phase | s |\n|---|---|\n{phases_md}",
+            date = host::today(),
+            kernel = prep.kernel.version.release(),
+            src = prep.source_version,
+            load = host::loadavg(),
+            runs = opts.runs,
+            counts = report::counts_line(c),
+        );
+        fs::write(&doc, body).with_context(|| format!("writing {}", doc.display()))?;
+        eprintln!("bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let opts = cli.opts;
+    let cache = opts
+        .cache
+        .clone()
+        .unwrap_or_else(|| repo_root().join(".bench-cache"));
+    fs::create_dir_all(&cache)?;
+    let selected: Vec<&Scenario> = match &cli.cmd {
+        Cmd::List => {
+            for s in SCENARIOS {
+                println!(
+                    "{:<18} {}{}",
+                    s.name,
+                    s.about,
+                    if s.in_all { "" } else { " (not in `all`)" }
+                );
+            }
+            return Ok(());
+        }
+        Cmd::Prepare => Vec::new(),
+        Cmd::Run { scenarios } => {
+            if scenarios.is_empty() {
+                bail!("name a scenario (see `list`)");
+            }
+            scenarios
+                .iter()
+                .map(|n| {
+                    SCENARIOS
+                        .iter()
+                        .find(|s| s.name == n)
+                        .with_context(|| format!("no scenario {n:?}; see `list`"))
+                })
+                .collect::<Result<_>>()?
+        }
+        Cmd::All => SCENARIOS.iter().filter(|s| s.in_all).collect(),
+    };
+    let mut phases = Phases::default();
+    let prep = prepare(&cache, &opts, &mut phases)?;
+    if selected.is_empty() {
+        eprintln!(
+            "bench: prepared kernel {} and {}",
+            prep.kernel.version.release(),
+            prep.initrd.display()
+        );
+        return Ok(());
+    }
+    let mut accel = initial_accel(&cache, &opts)?;
+    let mut runs = Vec::new();
+    let mut collected = Collected::default();
+    for s in &selected {
+        let r = phases.time(&format!("boot {}", s.name), || {
+            run_one(s, &cache, &opts, &prep, &mut accel)
+        })?;
+        eprintln!(
+            "bench: {} -> status {} ({}) in {:.1} s, boot to /init {}",
+            s.name,
+            r.status,
+            r.detail,
+            r.total_secs,
+            r.boot_secs
+                .map(|b| format!("{b:.1} s"))
+                .unwrap_or_else(|| "never".into())
+        );
+        collected.add(&r.records);
+        fs::write(
+            r.run_dir.join("summary.json"),
+            serde_json::to_string_pretty(&r)?,
+        )?;
+        runs.push(r);
+    }
+    let (md, functional_ok) = print_summary(&runs, &collected);
+    let all = matches!(cli.cmd, Cmd::All);
+    let sum = Summary {
+        phases: &phases,
+        runs: &runs,
+        collected: &collected,
+        markdown: &md,
+    };
+    write_outputs(
+        &cache,
+        &opts,
+        &prep,
+        &sum,
+        (all || opts.write_docs) && !opts.no_docs,
+    )?;
+    let failed: Vec<&ScenarioRun> = runs.iter().filter(|r| r.status != 0).collect();
+    for r in &failed {
+        eprintln!(
+            "bench: {} failed: {} (console: {})",
+            r.scenario,
+            r.detail,
+            r.run_dir.join("console.log").display()
+        );
+    }
+    if !functional_ok {
+        eprintln!("bench: (b) does not match (a)'s pass/errno column on some case");
+    }
+    let code = match (runs.as_slice(), failed.is_empty() && functional_ok) {
+        ([only], _) if only.status != 0 => only.status,
+        (_, true) => 0,
+        _ => 1,
+    };
+    std::process::exit(code);
+}

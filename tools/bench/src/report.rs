@@ -1,0 +1,449 @@
+//! From the guest's records to the bench's one table: pass or errno, median seconds and spread per
+//! case and substrate (contract P5, T12), the (b)-versus-(a) checks of issue 4 "Performance", and
+//! the markdown committed as docs/bench-results.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rawgadget_bench_guest::host::{compare, Difference};
+use rawgadget_bench_guest::record::{substrate, HostStep, Record, RunOutcome, SubstrateState};
+use rawgadget_bench_guest::usbtest::{self, CaseParams, ISO_CASES, MATRIX_CASES, NOISE_CASES};
+
+/// Parses the result channel; lines that are not records (a truncated last line after a timeout)
+/// are skipped.
+pub fn parse_records(text: &str) -> Vec<Record> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Record>(l.trim()).ok())
+        .collect()
+}
+
+/// Median and spread of the passing runs, or the first error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Pass {
+        median: f64,
+        min: f64,
+        max: f64,
+        runs: usize,
+    },
+    /// The errno; `after` runs passed before it.
+    Error {
+        errno: String,
+        after: usize,
+    },
+    NoIso,
+    NotRun(String),
+    Failed(String),
+    Missing,
+}
+
+impl Cell {
+    pub fn from_runs(runs: &[RunOutcome]) -> Cell {
+        let mut secs: Vec<f64> = Vec::new();
+        for r in runs {
+            match r {
+                RunOutcome::Pass(s) => secs.push(*s),
+                RunOutcome::Error(e) if e == "no-iso" => return Cell::NoIso,
+                RunOutcome::Error(e) => {
+                    return Cell::Error {
+                        errno: e.clone(),
+                        after: secs.len(),
+                    }
+                }
+            }
+        }
+        if secs.is_empty() {
+            return Cell::Missing;
+        }
+        secs.sort_by(f64::total_cmp);
+        let n = secs.len();
+        let median = if n % 2 == 1 {
+            secs[n / 2]
+        } else {
+            (secs[n / 2 - 1] + secs[n / 2]) / 2.0
+        };
+        Cell::Pass {
+            median,
+            min: secs[0],
+            max: secs[n - 1],
+            runs: n,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match self {
+            Cell::Pass {
+                median, min, max, ..
+            } => format!("{median:.3} ({min:.3}–{max:.3})"),
+            Cell::Error { errno, after: 0 } => errno.clone(),
+            Cell::Error { errno, after } => format!("{errno} after {after} passes"),
+            Cell::NoIso => "n/a (no iso)".into(),
+            Cell::NotRun(_) => "not run".into(),
+            Cell::Failed(_) => "failed".into(),
+            Cell::Missing => "—".into(),
+        }
+    }
+
+    /// `pass`, the errno, or None when the cell has no verdict.
+    pub fn verdict(&self) -> Option<String> {
+        match self {
+            Cell::Pass { .. } => Some("pass".into()),
+            Cell::Error { errno, .. } => Some(errno.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        match self {
+            Cell::Pass { median, .. } => Some(*median),
+            _ => None,
+        }
+    }
+}
+
+/// Substrate columns, in table order.
+pub const COLUMNS: &[(&str, &str)] = &[
+    (substrate::A, "(a) SourceSink, dummy"),
+    (substrate::B, "(b) raw_gadget.ko + our Gadget Zero, dummy"),
+    (substrate::A_PRIME, "(a′) SourceSink, vudc→vhci"),
+    (
+        substrate::B_PRIME,
+        "(b′) raw_gadget.ko + our Gadget Zero, vudc→vhci",
+    ),
+    (substrate::C, "(c) our engine over USB/IP"),
+];
+
+/// Everything gathered from one or more boots.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// (substrate, case) → cell.
+    pub cells: BTreeMap<(String, u32), Cell>,
+    pub params: BTreeMap<(String, u32), CaseParams>,
+    pub substrates: BTreeMap<String, (SubstrateState, String)>,
+    pub steps: BTreeMap<String, Vec<HostStep>>,
+    pub checks: Vec<(String, bool, String)>,
+    pub notes: Vec<String>,
+}
+
+impl Collected {
+    pub fn add(&mut self, records: &[Record]) {
+        for r in records {
+            match r {
+                Record::Usbtest {
+                    substrate,
+                    params,
+                    runs,
+                    ..
+                } => {
+                    self.cells
+                        .insert((substrate.clone(), params.case), Cell::from_runs(runs));
+                    self.params
+                        .insert((substrate.clone(), params.case), *params);
+                }
+                Record::Substrate {
+                    substrate,
+                    state,
+                    detail,
+                } => {
+                    // Keep a failure visible even if an earlier line said it was up.
+                    let keep = matches!(
+                        self.substrates.get(substrate),
+                        Some((SubstrateState::Failed, _))
+                    );
+                    if !keep {
+                        self.substrates
+                            .insert(substrate.clone(), (*state, detail.clone()));
+                    }
+                }
+                Record::HostStep(s) => self
+                    .steps
+                    .entry(s.substrate.clone())
+                    .or_default()
+                    .push(s.clone()),
+                Record::Check { name, pass, detail } => {
+                    self.checks.push((name.clone(), *pass, detail.clone()))
+                }
+                Record::Note { text } => self.notes.push(text.clone()),
+                Record::Start { .. } | Record::End { .. } => {}
+            }
+        }
+    }
+
+    /// The cell of a case on a substrate, with "not run" for substrates that did not come up.
+    pub fn cell(&self, sub: &str, case: u32) -> Cell {
+        if let Some(c) = self.cells.get(&(sub.to_string(), case)) {
+            return c.clone();
+        }
+        if sub == substrate::C {
+            return Cell::NotRun("filled by the USB/IP issue".into());
+        }
+        match self.substrates.get(sub) {
+            Some((SubstrateState::NotRun, why)) => Cell::NotRun(why.clone()),
+            Some((SubstrateState::Failed, why)) => Cell::Failed(why.clone()),
+            _ => Cell::Missing,
+        }
+    }
+}
+
+/// A reference figure: seconds, or the errno the case gave.
+pub type RefFigure = Result<f64, &'static str>;
+
+/// Reference figures of real-kernel-bench.md (one TCG run, count 100): (case, in-kernel SourceSink,
+/// C raw_gadget.ko + userspace Gadget Zero).
+pub const REFERENCE: &[(u32, RefFigure, RefFigure)] = &[
+    (1, Ok(0.020), Ok(0.057)),
+    (2, Ok(0.019), Ok(0.038)),
+    (3, Ok(0.019), Ok(0.029)),
+    (4, Err("EOVERFLOW"), Err("EOVERFLOW")),
+    (5, Ok(0.036), Ok(1.285)),
+    (6, Ok(0.020), Ok(1.283)),
+    (7, Err("EINVAL"), Err("EINVAL")),
+    (8, Err("EINVAL"), Err("EINVAL")),
+    (9, Ok(0.113), Ok(0.408)),
+    (10, Ok(0.018), Ok(0.474)),
+    (11, Ok(1.335), Ok(0.798)),
+    (12, Ok(1.265), Ok(1.288)),
+    (13, Ok(0.338), Ok(0.393)),
+    (14, Ok(0.037), Ok(0.080)),
+    (17, Ok(0.021), Ok(0.063)),
+    (18, Ok(0.020), Ok(0.039)),
+    (19, Ok(0.021), Ok(0.059)),
+    (20, Ok(0.019), Ok(0.038)),
+    (21, Ok(0.037), Ok(0.077)),
+    (24, Ok(0.049), Ok(1.874)),
+    (25, Err("EOPNOTSUPP"), Ok(0.173)),
+    (26, Err("EOPNOTSUPP"), Ok(0.084)),
+];
+
+/// Slack allowed on the ratio check for TCG timing noise on a shared machine.
+pub const RATIO_NOISE: f64 = 1.10;
+
+/// One row of the (b)-versus-(a) comparison.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseCheck {
+    pub case: u32,
+    /// Same pass/errno as (a), or a pass where (a) fails (spec §4.2: "OK if Raw Gadget passes or
+    /// fails with the same errno as g_zero").
+    pub matches: Option<bool>,
+    pub ours_ratio: Option<f64>,
+    pub c_ratio: Option<f64>,
+    /// `ok`, `ok (noise)`, `SLOWER`, or why there is no ratio.
+    pub speed: String,
+}
+
+/// Compares substrate `x` with baseline `base` per case.
+pub fn check_against(c: &Collected, base: &str, x: &str) -> Vec<CaseCheck> {
+    let mut out = Vec::new();
+    for &case in MATRIX_CASES {
+        let (a, b) = (c.cell(base, case), c.cell(x, case));
+        let matches = match (a.verdict(), b.verdict()) {
+            (Some(va), Some(vb)) => Some(vb == "pass" || va == vb),
+            _ => None,
+        };
+        let reference = REFERENCE.iter().find(|r| r.0 == case);
+        let c_ratio = reference.and_then(|r| match (r.1, r.2) {
+            (Ok(ra), Ok(rc)) => Some(rc / ra),
+            _ => None,
+        });
+        let ours_ratio = match (a.median(), b.median()) {
+            (Some(ma), Some(mb)) if ma > 0.0 => Some(mb / ma),
+            _ => None,
+        };
+        let speed = if NOISE_CASES.contains(&case) {
+            "excluded (T7)".to_string()
+        } else {
+            match (ours_ratio, c_ratio) {
+                (Some(o), Some(r)) if o <= r => "ok".into(),
+                (Some(o), Some(r)) if o <= r * RATIO_NOISE => "ok (within noise)".into(),
+                (Some(_), Some(_)) => "SLOWER".into(),
+                (Some(_), None) => "no C reference".into(),
+                (None, _) => "no ratio".into(),
+            }
+        };
+        out.push(CaseCheck {
+            case,
+            matches,
+            ours_ratio,
+            c_ratio,
+            speed,
+        });
+    }
+    out
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into())
+}
+
+/// Header lines describing the counts of each substrate.
+pub fn counts_line(c: &Collected) -> String {
+    let mut parts = Vec::new();
+    for (sub, label) in COLUMNS {
+        let it: Vec<u32> = c
+            .params
+            .iter()
+            .filter(|((s, _), _)| s == sub)
+            .map(|(_, p)| p.iterations)
+            .collect();
+        if let Some(n) = it.first() {
+            parts.push(format!(
+                "{} count {n}",
+                label.split(' ').next().unwrap_or(label)
+            ));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The table in markdown (also printed to the terminal).
+pub fn table(c: &Collected) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "| case |");
+    for (_, label) in COLUMNS {
+        let _ = write!(s, " {label} |");
+    }
+    s.push('\n');
+    s.push_str("|---|");
+    for _ in COLUMNS {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for &case in MATRIX_CASES.iter().chain(ISO_CASES) {
+        let _ = write!(s, "| {case} {} |", usbtest::case_name(case));
+        for (sub, _) in COLUMNS {
+            let _ = write!(s, " {} |", c.cell(sub, case).render());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The (b)-versus-(a) section: pass/errno match and speed ratio against the C reference.
+pub fn comparison(c: &Collected, base: &str, x: &str) -> (String, bool, bool) {
+    let checks = check_against(c, base, x);
+    let mut s = String::new();
+    let _ = writeln!(s, "| case | ({x}) matches ({base}) | ({x})/({base}) | C raw_gadget/SourceSink (reference) | speed |");
+    s.push_str("|---|---|---|---|---|\n");
+    let mut all_match = true;
+    let mut all_fast = true;
+    let mut any = false;
+    for k in &checks {
+        let m = match k.matches {
+            Some(true) => "yes",
+            Some(false) => {
+                all_match = false;
+                "NO"
+            }
+            None => "—",
+        };
+        if k.matches.is_some() {
+            any = true;
+        }
+        if k.speed == "SLOWER" {
+            all_fast = false;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {m} | {} | {} | {} |",
+            k.case,
+            fmt_ratio(k.ours_ratio),
+            fmt_ratio(k.c_ratio),
+            k.speed
+        );
+    }
+    (s, any && all_match, any && all_fast)
+}
+
+/// Script differences between two substrates, when both ran the script.
+pub fn script_diff(c: &Collected, left: &str, right: &str) -> Option<(usize, Vec<Difference>)> {
+    let (l, r) = (c.steps.get(left)?, c.steps.get(right)?);
+    Some((l.len(), compare(l, r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_spread_of_passing_runs() {
+        let c = Cell::from_runs(&[0.3, 0.1, 0.2, 0.5, 0.4].map(RunOutcome::Pass));
+        assert_eq!(
+            c,
+            Cell::Pass {
+                median: 0.3,
+                min: 0.1,
+                max: 0.5,
+                runs: 5
+            }
+        );
+        assert_eq!(c.render(), "0.300 (0.100–0.500)");
+        let c = Cell::from_runs(&[RunOutcome::Pass(0.1), RunOutcome::Error("EPIPE".into())]);
+        assert_eq!(c.render(), "EPIPE after 1 passes");
+        assert_eq!(c.verdict().as_deref(), Some("EPIPE"));
+    }
+
+    fn collected(rows: &[(&str, u32, Vec<RunOutcome>)]) -> Collected {
+        let mut c = Collected::default();
+        let recs: Vec<Record> = rows
+            .iter()
+            .map(|(s, case, runs)| Record::Usbtest {
+                substrate: s.to_string(),
+                params: usbtest::case_params(*case, 100),
+                alt: -1,
+                runs: runs.clone(),
+            })
+            .collect();
+        c.add(&recs);
+        c
+    }
+
+    /// spec §4.2: a case is OK if raw gadget passes or fails with the same errno as g_zero.
+    #[test]
+    fn pass_errno_match_rule() {
+        let c = collected(&[
+            ("a", 4, vec![RunOutcome::Error("EOVERFLOW".into())]),
+            ("b", 4, vec![RunOutcome::Error("EOVERFLOW".into())]),
+            ("a", 25, vec![RunOutcome::Error("EOPNOTSUPP".into())]),
+            ("b", 25, vec![RunOutcome::Pass(0.1)]),
+            ("a", 9, vec![RunOutcome::Pass(0.1)]),
+            ("b", 9, vec![RunOutcome::Error("EPIPE".into())]),
+        ]);
+        let k = check_against(&c, "a", "b");
+        let get = |case| k.iter().find(|k| k.case == case).unwrap().matches;
+        assert_eq!(get(4), Some(true));
+        assert_eq!(get(25), Some(true));
+        assert_eq!(get(9), Some(false));
+        assert_eq!(get(1), None);
+    }
+
+    #[test]
+    fn ratio_against_the_c_reference_excludes_noise_cases() {
+        // C reference for case 5: 1.285 / 0.036 = 35.7x.
+        let c = collected(&[
+            ("a", 5, vec![RunOutcome::Pass(0.04); 5]),
+            ("b", 5, vec![RunOutcome::Pass(0.4); 5]),
+            ("a", 1, vec![RunOutcome::Pass(0.02); 5]),
+            ("b", 1, vec![RunOutcome::Pass(0.2); 5]),
+            ("a", 11, vec![RunOutcome::Pass(1.0); 5]),
+            ("b", 11, vec![RunOutcome::Pass(9.0); 5]),
+        ]);
+        let k = check_against(&c, "a", "b");
+        let get = |case| k.iter().find(|k| k.case == case).unwrap().speed.clone();
+        assert_eq!(get(5), "ok");
+        assert_eq!(get(1), "SLOWER");
+        assert_eq!(get(11), "excluded (T7)");
+    }
+
+    #[test]
+    fn substrates_that_did_not_run_say_so() {
+        let mut c = Collected::default();
+        c.add(&[Record::Substrate {
+            substrate: "b".into(),
+            state: SubstrateState::NotRun,
+            detail: "no CLI".into(),
+        }]);
+        assert_eq!(c.cell("b", 1).render(), "not run");
+        assert_eq!(c.cell("c", 1).render(), "not run");
+        assert_eq!(c.cell("a'", 1).render(), "—");
+    }
+}

@@ -1,0 +1,812 @@
+//! What one boot of the bench VM runs. The runner puts `rgbench.scenario=NAME` and the parameters
+//! (`rgbench.count=100 rgbench.runs=5 ...`) on the kernel command line; `/init` calls
+//! `bench-guest scenario`, which reads them from `/proc/cmdline`, runs the scenario, writes its
+//! records to the result channel and returns the exit status the runner passes on.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::gadget::{self, GadgetProcess, SourceSink, GZERO_PID, GZERO_VID};
+use crate::host;
+use crate::record::{substrate, Record, Reporter, RunOutcome, SubstrateState};
+use crate::script;
+use crate::sysfs::{self, UsbDevice};
+use crate::usbfs::Device;
+use crate::usbtest::{self, ISO_CASES, MATRIX_CASES};
+
+/// Scenario parameters, from `rgbench.*` words.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub scenario: String,
+    /// usbtest iterations on dummy_hcd substrates.
+    pub count: u32,
+    /// usbtest iterations on usbip-vudc substrates (O4: jiffies-timer bound, give them less).
+    pub vudc_count: u32,
+    /// Runs per case (P5: at least 5).
+    pub runs: u32,
+    /// A usbtest run that takes longer is reported as `timeout` and ends its substrate.
+    pub case_timeout: Duration,
+    pub cases: Vec<u32>,
+    /// Our CLI (`rawgadget`), or empty when the runner could not build it.
+    pub gadget_cli: String,
+    /// Why the CLI is missing, when it is.
+    pub gadget_missing: String,
+    /// Text the keyboard scenario types.
+    pub text: String,
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Params {
+    /// Parses `rgbench.KEY=VALUE` words; values use `%20` for spaces and `%25` for `%`.
+    pub fn from_cmdline(cmdline: &str) -> Result<Params> {
+        let mut kv = BTreeMap::new();
+        for w in cmdline.split_whitespace() {
+            if let Some(rest) = w.strip_prefix("rgbench.") {
+                let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+                kv.insert(k.to_string(), unescape(v));
+            }
+        }
+        let num = |k: &str, d: u32| -> Result<u32> {
+            kv.get(k)
+                .map(|v| v.parse::<u32>().with_context(|| format!("rgbench.{k}={v}")))
+                .unwrap_or(Ok(d))
+        };
+        let cases = match kv.get("cases") {
+            Some(v) if !v.is_empty() => v
+                .split(',')
+                .map(|c| {
+                    c.parse::<u32>()
+                        .with_context(|| format!("rgbench.cases: {c:?}"))
+                })
+                .collect::<Result<Vec<u32>>>()?,
+            _ => MATRIX_CASES.to_vec(),
+        };
+        Ok(Params {
+            scenario: kv
+                .get("scenario")
+                .cloned()
+                .ok_or_else(|| anyhow!("no rgbench.scenario= on the command line"))?,
+            count: num("count", 100)?,
+            vudc_count: num("vcount", 10)?,
+            runs: num("runs", 5)?.max(1),
+            case_timeout: Duration::from_secs(num("case_timeout", 60)?.max(1) as u64),
+            cases,
+            gadget_cli: kv.get("cli").cloned().unwrap_or_default(),
+            gadget_missing: kv.get("cli_missing").cloned().unwrap_or_default(),
+            text: kv
+                .get("text")
+                .cloned()
+                .unwrap_or_else(|| "Hello, rawgadget!".into()),
+            extra: kv,
+        })
+    }
+}
+
+/// Inverse of [`escape`].
+pub fn unescape(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 3 <= b.len() {
+            if let Some(x) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(x);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes a value for the kernel command line: every byte that is not printable ASCII, and `%`
+/// and `"`, becomes `%XX`.
+pub fn escape(v: &str) -> String {
+    let mut out = String::new();
+    for &byte in v.as_bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' && byte != b'"' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Scenario names the guest knows, with what they do.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("probe", "boot, load every module the bench needs, check UDCs, vhci and raw_gadget.ko appear"),
+    ("usbtest-dummy", "usbtest matrix on (a) SourceSink and (b) raw_gadget.ko + our Gadget Zero, dummy_udc.0, one boot"),
+    ("usbtest-vudc-ss", "usbtest matrix on (a') SourceSink on usbip-vudc.0 through vhci"),
+    ("usbtest-vudc-raw", "usbtest matrix on (b') raw_gadget.ko + our Gadget Zero on usbip-vudc.0 through vhci"),
+    ("script-dummy", "scripted usbfs host against (a) and (b) on dummy_udc.0, compared item by item"),
+    ("keyboard", "our HID keyboard on raw_gadget.ko: evdev sees the typed text, sysfs the declared descriptors"),
+];
+
+/// Runs the scenario and returns its exit status (0 pass).
+pub fn run(p: &Params, rep: &Reporter) -> i32 {
+    let kernel =
+        crate::sysfs::read_trimmed(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_default();
+    rep.emit(&Record::Start {
+        scenario: p.scenario.clone(),
+        kernel,
+        params: serde_json::json!({
+            "count": p.count, "vudc_count": p.vudc_count, "runs": p.runs, "cases": p.cases,
+            "cli": p.gadget_cli,
+        }),
+    });
+    let r = match p.scenario.as_str() {
+        "probe" => probe(p, rep),
+        "usbtest-dummy" => usbtest_dummy(p, rep),
+        "usbtest-vudc-ss" => usbtest_vudc(p, rep, false),
+        "usbtest-vudc-raw" => usbtest_vudc(p, rep, true),
+        "script-dummy" => script_dummy(p, rep),
+        "keyboard" => keyboard(p, rep),
+        other => Err(anyhow!("unknown scenario {other:?}")),
+    };
+    let (status, detail) = match r {
+        Ok(0) => (0, "pass".to_string()),
+        Ok(n) => (n, "some checks failed".to_string()),
+        Err(e) => (2, format!("{e:#}")),
+    };
+    rep.emit(&Record::End { status, detail });
+    status
+}
+
+fn note(rep: &Reporter, text: impl Into<String>) {
+    let text = text.into();
+    println!("bench-guest: {text}");
+    rep.emit(&Record::Note { text });
+}
+
+fn check(rep: &Reporter, name: &str, pass: bool, detail: impl Into<String>) -> bool {
+    let detail = detail.into();
+    println!(
+        "bench-guest: check {name}: {} {detail}",
+        if pass { "PASS" } else { "FAIL" }
+    );
+    rep.emit(&Record::Check {
+        name: name.into(),
+        pass,
+        detail,
+    });
+    pass
+}
+
+fn substrate_state(rep: &Reporter, s: &str, state: SubstrateState, detail: impl Into<String>) {
+    let detail = detail.into();
+    println!("bench-guest: substrate {s}: {state:?} {detail}");
+    rep.emit(&Record::Substrate {
+        substrate: s.into(),
+        state,
+        detail,
+    });
+}
+
+fn probe(_p: &Params, rep: &Reporter) -> Result<i32> {
+    let mut failed = 0;
+    let mut step = |name: &str, r: Result<()>| {
+        let ok = r.is_ok();
+        check(
+            rep,
+            name,
+            ok,
+            r.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+        );
+        if !ok {
+            failed += 1;
+        }
+    };
+    step(
+        "dummy_hcd",
+        gadget::modprobe("dummy_hcd", &[]).and_then(|()| {
+            gadget::wait_path(
+                Path::new("/sys/class/udc/dummy_udc.0"),
+                Duration::from_secs(10),
+            )
+        }),
+    );
+    step(
+        "raw_gadget.ko",
+        gadget::modprobe("raw_gadget", &[]).and_then(|()| {
+            gadget::wait_path(Path::new("/dev/raw-gadget"), Duration::from_secs(10))
+        }),
+    );
+    step("usbtest", gadget::modprobe("usbtest", &["pattern=1"]));
+    step("SourceSink", gadget::modprobe("usb_f_ss_lb", &[]));
+    step(
+        "vhci-hcd",
+        gadget::modprobe("vhci-hcd", &[]).and_then(|()| {
+            gadget::wait_path(
+                Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
+                Duration::from_secs(10),
+            )
+        }),
+    );
+    step(
+        "usbip-vudc",
+        gadget::modprobe("usbip-vudc", &[]).and_then(|()| {
+            gadget::wait_path(
+                Path::new("/sys/devices/platform/usbip-vudc.0/usbip_sockfd"),
+                Duration::from_secs(10),
+            )
+        }),
+    );
+    step(
+        "usbhid+evdev",
+        gadget::modprobe("usbhid", &[]).and_then(|()| gadget::modprobe("evdev", &[])),
+    );
+    Ok(failed)
+}
+
+/// What to do when a usbtest case hangs: cut the device off (kill the gadget process, unbind the
+/// UDC) so the kernel fails the stuck URBs and usbtest returns. Returns what it did.
+pub type OnHang<'a> = &'a mut dyn FnMut() -> String;
+
+/// One usbtest ioctl in its own thread, so that a hang (usbtest waits without a timeout in some
+/// cases, e.g. 10) can be noticed. `Err(rx)` when it did not return in time.
+fn run_case_watched(
+    devnode: &Path,
+    params: usbtest::CaseParams,
+    timeout: Duration,
+) -> std::result::Result<
+    std::result::Result<Duration, String>,
+    std::sync::mpsc::Receiver<std::result::Result<Duration, String>>,
+> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = devnode.to_path_buf();
+    std::thread::spawn(move || {
+        let r = Device::open(&path)
+            .map_err(|e| format!("open: {e}"))
+            .and_then(|d| usbtest::run_case(&d, 0, params).map_err(host::errno_name));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => Ok(r),
+        Err(_) => Err(rx),
+    }
+}
+
+/// One substrate's usbtest settings.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    rep: &'a Reporter,
+    sub: &'a str,
+    count: u32,
+    runs: u32,
+    case_timeout: Duration,
+}
+
+/// Runs every case of `cases` `runs` times on the usbtest-bound device and reports each case.
+/// A run that takes longer than `case_timeout` is reported as `timeout`, the device is cut off with
+/// `on_hang`, and the substrate's matrix ends there.
+fn usbtest_matrix(
+    m: &Matrix<'_>,
+    dev: &UsbDevice,
+    cases: &[u32],
+    alt: i32,
+    on_hang: OnHang<'_>,
+) -> Result<()> {
+    let Matrix {
+        rep,
+        sub,
+        count,
+        runs,
+        case_timeout,
+    } = *m;
+    let devnode = dev.devnode();
+    for &case in cases {
+        let params = usbtest::case_params(case, count);
+        let mut outcomes = Vec::new();
+        let mut hung = None;
+        for _ in 0..runs {
+            match run_case_watched(&devnode, params, case_timeout) {
+                Ok(Ok(d)) => outcomes.push(RunOutcome::Pass(d.as_secs_f64())),
+                Ok(Err(e)) => {
+                    outcomes.push(RunOutcome::Error(e));
+                    // A failing case fails the same way again; do not spend the time budget on it.
+                    break;
+                }
+                Err(rx) => {
+                    outcomes.push(RunOutcome::Error("timeout".into()));
+                    hung = Some(rx);
+                    break;
+                }
+            }
+        }
+        println!(
+            "bench-guest: {sub} case {case:2} {:<22} {}",
+            usbtest::case_name(case),
+            summary(&outcomes)
+        );
+        rep.emit(&Record::Usbtest {
+            substrate: sub.into(),
+            params,
+            alt,
+            runs: outcomes,
+        });
+        if let Some(rx) = hung {
+            let action = on_hang();
+            let after = match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(r) => format!("the ioctl then returned {r:?}"),
+                Err(_) => "the ioctl is still stuck 30 s later".to_string(),
+            };
+            bail!("case {case} hung for more than {case_timeout:?}; {action}; {after}");
+        }
+        if !dev.present() {
+            bail!("device vanished during case {case}");
+        }
+    }
+    Ok(())
+}
+
+fn summary(o: &[RunOutcome]) -> String {
+    o.iter()
+        .map(|r| match r {
+            RunOutcome::Pass(s) => format!("{s:.3}"),
+            RunOutcome::Error(e) => e.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The iso cases with usbtest `alt=1` (T9), when altsetting 1 has iso endpoints; otherwise each is
+/// reported as `no-iso`.
+fn usbtest_iso(m: &Matrix<'_>, on_hang: OnHang<'_>) -> Result<()> {
+    let dev = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)?;
+    let descs = dev.descriptors()?;
+    if !sysfs::has_iso_endpoint(descs.get(18..).unwrap_or(&[]), 0, 1) {
+        for &case in ISO_CASES {
+            let params = usbtest::case_params(case, m.count);
+            m.rep.emit(&Record::Usbtest {
+                substrate: m.sub.into(),
+                params,
+                alt: 1,
+                runs: vec![RunOutcome::Error("no-iso".into())],
+            });
+        }
+        note(
+            m.rep,
+            format!(
+                "{}: altsetting 1 has no iso endpoints; iso cases not applicable",
+                m.sub
+            ),
+        );
+        return Ok(());
+    }
+    gadget::rmmod("usbtest")?;
+    gadget::modprobe("usbtest", &["pattern=1", "alt=1"])?;
+    let dev = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)?;
+    let r = usbtest_matrix(m, &dev, ISO_CASES, 1, on_hang);
+    gadget::rmmod("usbtest")?;
+    gadget::modprobe("usbtest", &["pattern=1"])?;
+    r
+}
+
+/// Kills the gadget process `pid` (SIGKILL): raw_gadget.ko then unregisters and the UDC
+/// disconnects, which fails the URBs a hung usbtest waits for.
+fn kill_gadget(pid: u32) -> impl FnMut() -> String {
+    move || {
+        gadget::signal(pid, libc::SIGKILL);
+        format!("killed the gadget process {pid}")
+    }
+}
+
+/// Unbinds the configfs gadget from its UDC, for the same purpose.
+fn unbind_udc() -> impl FnMut() -> String {
+    || match std::fs::write(gadget::SOURCESINK_UDC, "\n") {
+        Ok(()) => "unbound SourceSink from its UDC".to_string(),
+        Err(e) => format!("unbinding SourceSink failed: {e}"),
+    }
+}
+
+fn cli_args(kind: &str, driver: &str, device: &str) -> Vec<String> {
+    vec![
+        kind.into(),
+        "--driver".into(),
+        driver.into(),
+        "--device".into(),
+        device.into(),
+    ]
+}
+
+fn start_our_gadget(
+    p: &Params,
+    rep: &Reporter,
+    sub: &str,
+    args: Vec<String>,
+) -> Option<GadgetProcess> {
+    if p.gadget_cli.is_empty() {
+        substrate_state(
+            rep,
+            sub,
+            SubstrateState::NotRun,
+            format!("our rawgadget CLI is not available: {}", p.gadget_missing),
+        );
+        return None;
+    }
+    match GadgetProcess::spawn(&p.gadget_cli, &args) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            None
+        }
+    }
+}
+
+const ENUM_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
+    gadget::modprobe("dummy_hcd", &[])?;
+    gadget::modprobe("usbtest", &["pattern=1"])?;
+    gadget::wait_path(
+        Path::new("/sys/class/udc/dummy_udc.0"),
+        Duration::from_secs(10),
+    )?;
+    let mut failed = 0;
+
+    // (a) the in-kernel baseline.
+    match SourceSink::bind("dummy_udc.0") {
+        Ok(ss) => {
+            let m = Matrix {
+                rep,
+                sub: substrate::A,
+                count: p.count,
+                runs: p.runs,
+                case_timeout: p.case_timeout,
+            };
+            let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)
+                .and_then(|dev| {
+                    substrate_state(
+                        rep,
+                        substrate::A,
+                        SubstrateState::Up,
+                        format!("{}", dev.sysfs.display()),
+                    );
+                    usbtest_matrix(&m, &dev, &p.cases, -1, &mut unbind_udc())?;
+                    usbtest_iso(&m, &mut unbind_udc())
+                });
+            if let Err(e) = r {
+                substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+                failed += 1;
+            }
+            ss.unbind()?;
+            sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+        }
+        Err(e) => {
+            substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+            failed += 1;
+        }
+    }
+
+    // (b) raw_gadget.ko driven by our Gadget Zero.
+    gadget::modprobe("raw_gadget", &[])?;
+    if let Some(mut g) = start_our_gadget(
+        p,
+        rep,
+        substrate::B,
+        cli_args("zero", "dummy_udc", "dummy_udc.0"),
+    ) {
+        let m = Matrix {
+            rep,
+            sub: substrate::B,
+            count: p.count,
+            runs: p.runs,
+            case_timeout: p.case_timeout,
+        };
+        let pid = g.pid();
+        let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(
+            |dev| {
+                substrate_state(rep, substrate::B, SubstrateState::Up, g.what.clone());
+                usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
+                g.check_alive()?;
+                usbtest_iso(&m, &mut kill_gadget(pid))
+            },
+        );
+        if let Err(e) = r {
+            substrate_state(rep, substrate::B, SubstrateState::Failed, format!("{e:#}"));
+            failed += 1;
+        }
+        let st = g.stop(Duration::from_secs(5))?;
+        note(rep, format!("our Gadget Zero exited: {st}"));
+    }
+    Ok(failed)
+}
+
+fn load_vudc() -> Result<()> {
+    gadget::modprobe("usbip-core", &[])?;
+    gadget::modprobe("vhci-hcd", &[])?;
+    gadget::modprobe("usbip-vudc", &[])?;
+    gadget::wait_path(
+        Path::new("/sys/devices/platform/usbip-vudc.0"),
+        Duration::from_secs(10),
+    )?;
+    gadget::wait_path(
+        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
+        Duration::from_secs(10),
+    )
+}
+
+/// (a′) or (b′): one substrate per boot, never detached (O3).
+fn usbtest_vudc(p: &Params, rep: &Reporter, raw: bool) -> Result<i32> {
+    load_vudc()?;
+    gadget::modprobe("usbtest", &["pattern=1"])?;
+    let sub = if raw {
+        substrate::B_PRIME
+    } else {
+        substrate::A_PRIME
+    };
+    let mut _ss = None;
+    let mut g = None;
+    if raw {
+        gadget::modprobe("raw_gadget", &[])?;
+        match start_our_gadget(p, rep, sub, cli_args("zero", "usbip-vudc", "usbip-vudc.0")) {
+            Some(proc_) => g = Some(proc_),
+            None => return Ok(0),
+        }
+    } else {
+        _ss = Some(SourceSink::bind("usbip-vudc.0")?);
+    }
+    // The socketpair ends stay open in this process until the boot ends.
+    let _ends = match gadget::vudc_attach("usbip-vudc.0", 3, ENUM_TIMEOUT) {
+        Ok(ends) => ends,
+        Err(e) => {
+            substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            return Ok(1);
+        }
+    };
+    let m = Matrix {
+        rep,
+        sub,
+        count: p.vudc_count,
+        runs: p.runs,
+        case_timeout: p.case_timeout,
+    };
+    let pid = g.as_ref().map(GadgetProcess::pid);
+    let mut on_hang: Box<dyn FnMut() -> String> = match pid {
+        Some(pid) => Box::new(kill_gadget(pid)),
+        None => Box::new(unbind_udc()),
+    };
+    let r =
+        sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
+            substrate_state(
+                rep,
+                sub,
+                SubstrateState::Up,
+                format!("{} via vhci", dev.sysfs.display()),
+            );
+            usbtest_matrix(&m, &dev, &p.cases, -1, &mut on_hang)?;
+            usbtest_iso(&m, &mut on_hang)
+        });
+    if let Some(g) = g.as_mut() {
+        if let Err(e) = g.check_alive() {
+            note(rep, format!("{e:#}"));
+        }
+    }
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            Ok(1)
+        }
+    }
+}
+
+fn run_script(
+    rep: &Reporter,
+    sub: &str,
+    steps: &[script::Step],
+) -> Result<Vec<crate::record::HostStep>> {
+    let dev = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, None, ENUM_TIMEOUT)?;
+    // Let the kernel finish configuring before the script starts.
+    let deadline = std::time::Instant::now() + ENUM_TIMEOUT;
+    while dev
+        .attr("bConfigurationValue")
+        .unwrap_or_default()
+        .is_empty()
+    {
+        if std::time::Instant::now() >= deadline {
+            bail!("{} never got configured", dev.sysfs.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    substrate_state(
+        rep,
+        sub,
+        SubstrateState::Up,
+        format!("{}", dev.sysfs.display()),
+    );
+    host::run(sub, &dev, steps, |s| {
+        println!(
+            "bench-guest: {sub} line {:3} {:<40} -> {} len {}",
+            s.line, s.text, s.status, s.actual
+        );
+        rep.emit(&Record::HostStep(s.clone()));
+    })
+}
+
+fn script_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
+    let steps = script::parse(script::DEFAULT_SCRIPT)?;
+    gadget::modprobe("dummy_hcd", &[])?;
+    gadget::wait_path(
+        Path::new("/sys/class/udc/dummy_udc.0"),
+        Duration::from_secs(10),
+    )?;
+    let ss = SourceSink::bind("dummy_udc.0")?;
+    let a = run_script(rep, substrate::A, &steps);
+    ss.unbind()?;
+    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+    let a = match a {
+        Ok(a) => a,
+        Err(e) => {
+            substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+            return Ok(1);
+        }
+    };
+    gadget::modprobe("raw_gadget", &[])?;
+    let Some(g) = start_our_gadget(
+        p,
+        rep,
+        substrate::B,
+        cli_args("zero", "dummy_udc", "dummy_udc.0"),
+    ) else {
+        return Ok(0);
+    };
+    let b = run_script(rep, substrate::B, &steps);
+    let st = g.stop(Duration::from_secs(5))?;
+    note(rep, format!("our Gadget Zero exited: {st}"));
+    let b = match b {
+        Ok(b) => b,
+        Err(e) => {
+            substrate_state(rep, substrate::B, SubstrateState::Failed, format!("{e:#}"));
+            return Ok(1);
+        }
+    };
+    let diffs = host::compare(&a, &b);
+    for d in &diffs {
+        note(
+            rep,
+            format!("line {} `{}`: a {} / b {}", d.line, d.text, d.left, d.right),
+        );
+    }
+    check(
+        rep,
+        "script a vs b",
+        true,
+        format!("{} steps, {} differences", a.len(), diffs.len()),
+    );
+    Ok(0)
+}
+
+fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
+    gadget::modprobe("dummy_hcd", &[])?;
+    gadget::modprobe("usbhid", &[])?;
+    gadget::modprobe("hid-generic", &[])?;
+    gadget::modprobe("evdev", &[])?;
+    gadget::modprobe("raw_gadget", &[])?;
+    gadget::wait_path(
+        Path::new("/sys/class/udc/dummy_udc.0"),
+        Duration::from_secs(10),
+    )?;
+    let kb_vid = p
+        .extra
+        .get("kb_vid")
+        .and_then(|v| u16::from_str_radix(v, 16).ok());
+    let kb_pid = p
+        .extra
+        .get("kb_pid")
+        .and_then(|v| u16::from_str_radix(v, 16).ok());
+    let (Some(vid), Some(pid)) = (kb_vid, kb_pid) else {
+        bail!("the runner did not pass the keyboard's ids (rgbench.kb_vid/kb_pid)");
+    };
+    let mut args = cli_args("keyboard", "dummy_udc", "dummy_udc.0");
+    args.extend(["--text".to_string(), p.text.clone()]);
+    if let Some(extra) = p.extra.get("kb_args") {
+        args.extend(
+            extra
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let Some(g) = start_our_gadget(p, rep, "keyboard", args) else {
+        return Ok(1);
+    };
+    let r = (|| -> Result<i32> {
+        let dev = sysfs::wait_for(vid, pid, 0, Some("usbhid"), ENUM_TIMEOUT)?;
+        let node = crate::input::wait_event_node(&dev.sysfs, Duration::from_secs(10))?;
+        note(
+            rep,
+            format!("keyboard at {} as {}", dev.sysfs.display(), node.display()),
+        );
+        let text = crate::input::read_text(
+            &node,
+            p.text.chars().count(),
+            Duration::from_secs(20),
+            Duration::from_secs(60),
+        )?;
+        let mut failed = 0;
+        if !check(
+            rep,
+            "keyboard text",
+            text == p.text,
+            format!("typed {:?}, read {:?}", p.text, text),
+        ) {
+            failed += 1;
+        }
+        let declared = p.extra.get("kb_descriptors").cloned().unwrap_or_default();
+        let reported: String = dev
+            .descriptors()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if declared.is_empty() {
+            check(
+                rep,
+                "keyboard descriptors",
+                false,
+                format!("no declared descriptors given; sysfs reports {reported}"),
+            );
+            failed += 1;
+        } else if !check(
+            rep,
+            "keyboard descriptors",
+            reported == declared,
+            format!("declared {declared}, sysfs {reported}"),
+        ) {
+            failed += 1;
+        }
+        for (attr, want) in [
+            ("idVendor", format!("{vid:04x}")),
+            ("idProduct", format!("{pid:04x}")),
+        ] {
+            let got = dev.attr(attr)?;
+            if !check(
+                rep,
+                &format!("keyboard {attr}"),
+                got == want,
+                format!("sysfs {got}, declared {want}"),
+            ) {
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    })();
+    let st = g.stop(Duration::from_secs(5))?;
+    note(rep, format!("keyboard exited: {st}"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_params_with_escaped_text() {
+        let p = Params::from_cmdline(&format!(
+            "console=ttyS0 quiet rgbench.scenario=keyboard rgbench.runs=7 rgbench.cases=1,2,13 rgbench.text={}",
+            escape("Hi 100%\"x\"")
+        ))
+        .unwrap();
+        assert_eq!(p.scenario, "keyboard");
+        assert_eq!(p.runs, 7);
+        assert_eq!(p.count, 100);
+        assert_eq!(p.cases, vec![1, 2, 13]);
+        assert_eq!(p.text, "Hi 100%\"x\"");
+    }
+
+    #[test]
+    fn missing_scenario_and_bad_numbers_are_errors() {
+        assert!(Params::from_cmdline("console=ttyS0").is_err());
+        assert!(Params::from_cmdline("rgbench.scenario=probe rgbench.runs=five").is_err());
+        assert!(Params::from_cmdline("rgbench.scenario=probe rgbench.cases=1,x").is_err());
+    }
+}
