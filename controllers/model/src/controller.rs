@@ -358,6 +358,17 @@ impl Controller {
         if self.port.bits.enabled {
             assert!(self.port.bits.connected && !self.port.bits.resetting);
         }
+        assert_eq!(
+            self.port.reset_done_at.is_some(),
+            self.port.bits.resetting,
+            "a reset without its end, or an end without a reset"
+        );
+        if self.port.resume_done_at.is_some() {
+            assert!(
+                self.port.bits.suspended,
+                "resume signalling on a port not suspended"
+            );
+        }
     }
 
     // ----------------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ impl Controller {
             }
         }
         if let Some(t) = self.port.reset_done_at {
-            if t <= self.now && self.port.bits.resetting {
+            if t <= self.now {
                 self.port.reset_done_at = None;
                 self.port.bits.resetting = false;
                 if self.pullup {
