@@ -239,7 +239,13 @@ fuzz_target!(|input: (bool, u8, Vec<Step>)| {
                 }
             }
             Step::Reopen { speed } => {
-                bus.reopen();
+                for c in bus.reopen() {
+                    assert!(
+                        b.ops.remove(&c.op),
+                        "completion for {:?}, which was not blocked",
+                        c.op
+                    );
+                }
                 b.drain(&mut bus);
                 assert!(b.ops.is_empty(), "close left blocked ops: {:?}", b.ops);
                 // a new instance numbers its operations from 1 again

@@ -139,9 +139,15 @@ impl Bus {
 
     /// Closes the current instance and opens a new one on the same controller, as a program
     /// that closes `/dev/raw-gadget` and opens it again.
-    pub fn reopen(&mut self) {
+    ///
+    /// Operation ids are per instance (a new instance numbers from 1 again), so the old
+    /// instance's results still queued, the ESHUTDOWN of its blocked operations included, are
+    /// returned here and are no longer available from [`Bus::take_completion`].
+    #[must_use]
+    pub fn reopen(&mut self) -> Vec<OpCompletion> {
         self.close();
         self.instance = Instance::new();
+        self.client_done.drain(..).collect()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -275,6 +281,39 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rawgadget_uapi::UsbRawInit;
+
+    fn run(bus: &mut Bus) {
+        let init = UsbRawInit::new("dummy_udc", "dummy_udc.0", 3);
+        assert!(matches!(
+            bus.client(ClientOp::Init(Box::new(init))),
+            Outcome::Done(_)
+        ));
+        assert!(matches!(bus.client(ClientOp::Run { arg: 0 }), Outcome::Done(r) if r.ret == Ok(0)));
+    }
+
+    /// A blocked operation of the old instance never answers for the new one's same id.
+    #[test]
+    fn reopen_hands_back_the_old_instance_results() {
+        let mut bus = Bus::new();
+        run(&mut bus);
+        let _connect = bus.client(ClientOp::EventFetch { capacity: 8 });
+        let Outcome::Pending(old) = bus.client(ClientOp::EventFetch { capacity: 8 }) else {
+            panic!("no event queued: the fetch blocks")
+        };
+        let left = bus.reopen();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].op, left[0].result.ret),
+            (old, Err(Errno::ESHUTDOWN))
+        );
+        run(&mut bus);
+        let Outcome::Done(r) = bus.client(ClientOp::EventFetch { capacity: 8 }) else {
+            panic!("CONNECT is queued")
+        };
+        assert_eq!(r.ret, Ok(0));
+        assert!(bus.take_completion(old).is_none());
+    }
 
     #[test]
     fn bus_is_send() {

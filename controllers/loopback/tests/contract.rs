@@ -72,7 +72,7 @@ fn d2_run_with_wrong_udc_names_is_ebusy() {
     }
     // a second instance on the same controller: busy too
     let mut r = Rig::running();
-    r.bus.reopen();
+    let _ = r.bus.reopen();
     let init = rawgadget_uapi::UsbRawInit::new("dummy_udc", "dummy_udc.0", USB_SPEED_HIGH);
     assert_eq!(r.ret(ClientOp::Init(Box::new(init))), Ok(0));
     assert_eq!(
