@@ -1,0 +1,390 @@
+//! The shell around a [`Link`]: a socket, two threads and the bus lock. It decides nothing.
+//!
+//! Like quinn's `ConnectionDriver::poll`, each thread only shuttles, inside one tracing span
+//! per connection:
+//!
+//! - the **reader** (the thread that called [`serve`]) reads whatever the socket has, feeds it
+//!   to [`Link::handle_input`] under the bus lock, and never stops reading (contract U25: the
+//!   stream must be drained; budgets close the connection instead);
+//! - the **writer** sleeps on the bus's condition variable, which every client ioctl and every
+//!   input notifies; when woken it lets the link collect the controller's give-backs, takes the
+//!   encoded replies and writes them outside the lock. It also notices a gadget that closed
+//!   and the next controller timer.
+//!
+//! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
+//! owner calls [`ConnectionHandle::close`], both threads end and the link applies U20
+//! (DISCONNECT, ESHUTDOWN) under the lock.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant as StdInstant};
+
+use rawgadget_engine::State;
+use rawgadget_loopback::{Bus, SharedBus};
+use rawgadget_udc::Instant;
+
+use crate::link::{Link, LinkError};
+
+/// A byte stream a USB/IP connection runs on: an AF_UNIX socketpair end (local vhci) or a TCP
+/// connection (export).
+pub trait Stream: Read + Write + Send + Sync + 'static {
+    /// A second handle on the same socket, for the writer thread.
+    ///
+    /// # Errors
+    /// As `try_clone` of the socket.
+    fn try_clone_stream(&self) -> io::Result<Self>
+    where
+        Self: Sized;
+    /// Shuts both directions down, which wakes a blocked reader with EOF.
+    fn shutdown_both(&self);
+    /// Sets or clears the read timeout.
+    ///
+    /// # Errors
+    /// As the socket's `set_read_timeout`.
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+    fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(timeout)
+    }
+}
+
+/// The monotonic clock the controller's time comes from (contract I5: the USB/IP driver
+/// supplies a monotonic clock). Its epoch is the bus's `Instant::ZERO`.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    epoch: StdInstant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            epoch: StdInstant::now(),
+        }
+    }
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+    /// Real time from now until `t`, zero if it has passed.
+    pub fn until(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.now())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// The peer closed its end (vhci detached the port, the importer went away).
+    #[error("the peer closed the connection")]
+    PeerClosed,
+    /// The gadget closed (its program ended or dropped its backend).
+    #[error("the gadget closed")]
+    GadgetClosed,
+    /// [`ConnectionHandle::close`] was called.
+    #[error("closed by the owner")]
+    ClosedByOwner,
+    /// The peer broke the protocol or a budget (contract U25).
+    #[error("{0}")]
+    Protocol(#[from] LinkError),
+    /// The socket failed.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What the writer thread is told to do next.
+enum Next {
+    Write(Vec<u8>),
+    Stop(Option<ConnectionEnd>),
+    Tick,
+}
+
+pub(crate) fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
+    link.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the gadget side is gone for good.
+fn gadget_closed(bus: &Bus) -> bool {
+    bus.instance().state() == State::Closed
+}
+
+/// Runs one connection to its end on the calling thread (the reader), with a writer thread
+/// beside it. `link` must already be attached ([`Link::attach`]) or in handshake mode with its
+/// request answered. `initial` is input read before (handshake leftovers), fed first.
+pub(crate) fn serve<S: Stream>(
+    shared: &Arc<SharedBus>,
+    link: Arc<Mutex<Link>>,
+    mut stream: S,
+    clock: Clock,
+    span: tracing::Span,
+) -> ConnectionEnd {
+    let _entered = span.enter();
+    let writer = match stream.try_clone_stream() {
+        Ok(w) => w,
+        Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
+    };
+    let writer_thread = {
+        let (shared, link, span) = (shared.clone(), link.clone(), span.clone());
+        thread::Builder::new()
+            .name("usbip-tx".into())
+            .spawn(move || {
+                let _entered = span.enter();
+                write_loop(&shared, &link, writer, clock)
+            })
+    };
+    let writer_thread = match writer_thread {
+        Ok(t) => t,
+        Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
+    };
+    let end = read_loop(shared, &link, &mut stream, clock);
+    end_connection(shared, &link, &stream, clock, end, Some(writer_thread))
+}
+
+/// Reads until the connection ends; never stops reading otherwise (contract U25). EOF reads
+/// as the peer closing, unless our own side closed first (see `end_connection`).
+fn read_loop<S: Stream>(
+    shared: &Arc<SharedBus>,
+    link: &Mutex<Link>,
+    stream: &mut S,
+    clock: Clock,
+) -> ConnectionEnd {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return ConnectionEnd::PeerClosed,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if lock(link).is_closed() => {
+                tracing::trace!(error = %e, "read after close");
+                return ConnectionEnd::PeerClosed;
+            }
+            Err(e) => return ConnectionEnd::Io(e),
+        };
+        let r = shared.with(|bus| lock(link).handle_input(bus, clock.now(), &buf[..n]));
+        if let Err(e) = r {
+            if e == LinkError::Closed {
+                return ConnectionEnd::PeerClosed;
+            }
+            return ConnectionEnd::Protocol(e);
+        }
+    }
+}
+
+/// Writes replies as they become due; returns why it stopped, if it knows better than the
+/// reader (gadget closed, write error).
+fn write_loop<S: Stream>(
+    shared: &Arc<SharedBus>,
+    link: &Mutex<Link>,
+    mut stream: S,
+    clock: Clock,
+) -> Option<ConnectionEnd> {
+    loop {
+        // the next controller timer, or a slow poll that also catches a missed wakeup
+        let timeout = shared
+            .lock()
+            .poll_timeout()
+            .map_or(Duration::from_millis(500), |t| {
+                clock.until(t).min(Duration::from_millis(500))
+            });
+        let next = shared
+            .wait_for(timeout, |bus| {
+                let mut l = lock(link);
+                if let Err(e) = l.collect(bus) {
+                    return Some(Next::Stop(Some(e.into())));
+                }
+                if l.has_output() {
+                    return Some(Next::Write(l.poll_transmit()));
+                }
+                if l.is_closed() {
+                    return Some(Next::Stop(None));
+                }
+                if gadget_closed(bus) {
+                    return Some(Next::Stop(Some(ConnectionEnd::GadgetClosed)));
+                }
+                None
+            })
+            .unwrap_or(Next::Tick);
+        match next {
+            Next::Write(bytes) => {
+                if let Err(e) = stream.write_all(&bytes) {
+                    stream.shutdown_both();
+                    return Some(ConnectionEnd::Io(e));
+                }
+            }
+            Next::Stop(why) => {
+                // the reader is woken by the shutdown and ends the connection
+                stream.shutdown_both();
+                return why;
+            }
+            Next::Tick => {
+                let r = shared.with(|bus| lock(link).handle_timeout(bus, clock.now()));
+                if let Err(e) = r {
+                    stream.shutdown_both();
+                    return Some(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// Both threads stop; the link applies U20 under the lock.
+fn end_connection<S: Stream>(
+    shared: &Arc<SharedBus>,
+    link: &Arc<Mutex<Link>>,
+    stream: &S,
+    clock: Clock,
+    reader_end: ConnectionEnd,
+    writer: Option<thread::JoinHandle<Option<ConnectionEnd>>>,
+) -> ConnectionEnd {
+    let closed_by_owner = lock(link).is_closed();
+    shared.with(|bus| lock(link).connection_lost(bus, clock.now()));
+    stream.shutdown_both();
+    let writer_end = writer.and_then(|t| t.join().ok().flatten());
+    let end = match (writer_end, reader_end) {
+        (Some(w), _) => w,
+        (None, ConnectionEnd::PeerClosed) if closed_by_owner => ConnectionEnd::ClosedByOwner,
+        (None, r) => r,
+    };
+    let stats = lock(link).stats();
+    match &end {
+        ConnectionEnd::Protocol(e) => {
+            tracing::warn!(error = %e, ?stats, "closing the USB/IP connection")
+        }
+        e => tracing::info!(end = %e, ?stats, "USB/IP connection ended"),
+    }
+    end
+}
+
+/// Closes a running connection from outside ([`ConnectionHandle`]).
+pub(crate) fn close<S: Stream>(shared: &Arc<SharedBus>, link: &Mutex<Link>, stream: &S) {
+    shared.with(|bus| {
+        let mut l = lock(link);
+        if !l.is_closed() {
+            l.connection_lost(bus, bus.now());
+        }
+    });
+    stream.shutdown_both();
+}
+
+/// A connection served by its own thread.
+pub struct ConnectionHandle {
+    pub(crate) shared: Arc<SharedBus>,
+    pub(crate) link: Arc<Mutex<Link>>,
+    pub(crate) closer: Arc<dyn Fn() + Send + Sync>,
+    pub(crate) thread: Option<thread::JoinHandle<ConnectionEnd>>,
+}
+
+impl std::fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl ConnectionHandle {
+    pub(crate) fn spawn<S: Stream>(
+        shared: Arc<SharedBus>,
+        link: Arc<Mutex<Link>>,
+        stream: S,
+        clock: Clock,
+        span: tracing::Span,
+        on_end: impl FnOnce() + Send + 'static,
+    ) -> io::Result<ConnectionHandle> {
+        let closer_stream = stream.try_clone_stream()?;
+        let closer = {
+            let (shared, link) = (shared.clone(), link.clone());
+            Arc::new(move || close(&shared, &link, &closer_stream)) as Arc<dyn Fn() + Send + Sync>
+        };
+        let thread = {
+            let (shared, link) = (shared.clone(), link.clone());
+            thread::Builder::new()
+                .name("usbip-rx".into())
+                .spawn(move || {
+                    let end = serve(&shared, link, stream, clock, span);
+                    on_end();
+                    end
+                })?
+        };
+        Ok(ConnectionHandle {
+            shared,
+            link,
+            closer,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the connection still runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Counters of the connection so far.
+    pub fn stats(&self) -> crate::link::LinkStats {
+        let _bus = self.shared.lock();
+        lock(&self.link).stats()
+    }
+
+    /// Ends the connection: the port loses power (DISCONNECT and ESHUTDOWN for the gadget,
+    /// contract U20) and the socket is shut down, which detaches a local vhci port.
+    pub fn close(&self) {
+        (self.closer)();
+    }
+
+    /// A function that closes the connection from anywhere ([`ConnectionHandle::close`]).
+    pub fn closer(&self) -> Arc<dyn Fn() + Send + Sync> {
+        self.closer.clone()
+    }
+
+    /// Waits for the connection to end.
+    pub fn join(mut self) -> ConnectionEnd {
+        self.join_inner()
+    }
+
+    fn join_inner(&mut self) -> ConnectionEnd {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(end)) => end,
+            Some(Err(_)) => {
+                ConnectionEnd::Io(io::Error::other("the USB/IP connection thread panicked"))
+            }
+            None => ConnectionEnd::ClosedByOwner,
+        }
+    }
+}
+
+impl Drop for ConnectionHandle {
+    /// Closes the connection and waits for its threads.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.close();
+            let _ = self.join_inner();
+        }
+    }
+}
