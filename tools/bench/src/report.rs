@@ -123,6 +123,8 @@ pub struct Collected {
     pub steps: BTreeMap<String, Vec<HostStep>>,
     pub checks: Vec<(String, bool, String)>,
     pub notes: Vec<String>,
+    /// (substrate, case) → the first result of a case that was run again in a fresh boot.
+    pub retried: BTreeMap<(String, u32), String>,
 }
 
 impl Collected {
@@ -311,7 +313,11 @@ pub fn table(c: &Collected) -> String {
     for &case in MATRIX_CASES.iter().chain(ISO_CASES) {
         let _ = write!(s, "| {case} {} |", usbtest::case_name(case));
         for (sub, _) in COLUMNS {
-            let _ = write!(s, " {} |", c.cell(sub, case).render());
+            let mut cell = c.cell(sub, case).render();
+            if let Some(first) = c.retried.get(&(sub.to_string(), case)) {
+                cell.push_str(&format!(" (retried in a new boot; first: {first})"));
+            }
+            let _ = write!(s, " {cell} |");
         }
         s.push('\n');
     }

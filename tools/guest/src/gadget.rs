@@ -30,16 +30,16 @@ pub fn modprobe(name: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// `modprobe -r NAME`.
+/// `rmmod NAME` (busybox's `modprobe -r` also tries to remove the dependencies, which are in use,
+/// and then fails).
 pub fn rmmod(name: &str) -> Result<()> {
-    let out = Command::new("modprobe")
-        .arg("-r")
+    let out = Command::new("rmmod")
         .arg(name)
         .output()
-        .context("running modprobe -r")?;
+        .context("running rmmod")?;
     if !out.status.success() {
         bail!(
-            "modprobe -r {name}: {}",
+            "rmmod {name}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -36,10 +36,17 @@ pub struct Params {
     pub gadget_missing: String,
     /// Text the keyboard scenario types.
     pub text: String,
+    /// Substrates to run (all when empty).
+    pub substrates: Vec<String>,
     pub extra: BTreeMap<String, String>,
 }
 
 impl Params {
+    /// Whether substrate `s` was selected.
+    pub fn wants(&self, s: &str) -> bool {
+        self.substrates.is_empty() || self.substrates.iter().any(|x| x == s)
+    }
+
     /// Parses `rgbench.KEY=VALUE` words; values use `%20` for spaces and `%25` for `%`.
     pub fn from_cmdline(cmdline: &str) -> Result<Params> {
         let mut kv = BTreeMap::new();
@@ -80,6 +87,15 @@ impl Params {
                 .get("text")
                 .cloned()
                 .unwrap_or_else(|| "Hello, rawgadget!".into()),
+            substrates: kv
+                .get("substrates")
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             extra: kv,
         })
     }
@@ -265,7 +281,11 @@ fn run_case_watched(
     let path = devnode.to_path_buf();
     std::thread::spawn(move || {
         let r = Device::open(&path)
-            .map_err(|e| format!("open: {e}"))
+            .map_err(|e| {
+                host::errno_name(rawgadget_uapi::Errno::from_raw(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                ))
+            })
             .and_then(|d| usbtest::run_case(&d, 0, params).map_err(host::errno_name));
         let _ = tx.send(r);
     });
@@ -334,6 +354,7 @@ fn usbtest_matrix(
             runs: outcomes,
         });
         if let Some(rx) = hung {
+            print_dmesg_tail(40);
             let action = on_hang();
             let after = match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(r) => format!("the ioctl then returned {r:?}"),
@@ -346,6 +367,17 @@ fn usbtest_matrix(
         }
     }
     Ok(())
+}
+
+/// The kernel log's last lines on the console (usbtest and raw_gadget explain hangs there).
+fn print_dmesg_tail(lines: usize) {
+    if let Ok(out) = std::process::Command::new("dmesg").output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let all: Vec<&str> = text.lines().collect();
+        for l in &all[all.len().saturating_sub(lines)..] {
+            println!("dmesg: {l}");
+        }
+    }
 }
 
 fn summary(o: &[RunOutcome]) -> String {
@@ -453,70 +485,73 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     )?;
     let mut failed = 0;
 
-    // (a) the in-kernel baseline.
-    match SourceSink::bind("dummy_udc.0") {
-        Ok(ss) => {
+    if p.wants(substrate::A) {
+        // (a) the in-kernel baseline.
+        match SourceSink::bind("dummy_udc.0") {
+            Ok(ss) => {
+                let m = Matrix {
+                    rep,
+                    sub: substrate::A,
+                    count: p.count,
+                    runs: p.runs,
+                    case_timeout: p.case_timeout,
+                };
+                let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)
+                    .and_then(|dev| {
+                        substrate_state(
+                            rep,
+                            substrate::A,
+                            SubstrateState::Up,
+                            format!("{}", dev.sysfs.display()),
+                        );
+                        usbtest_matrix(&m, &dev, &p.cases, -1, &mut unbind_udc())?;
+                        usbtest_iso(&m, &mut unbind_udc())
+                    });
+                if let Err(e) = r {
+                    substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+                    failed += 1;
+                }
+                ss.unbind()?;
+                sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+            }
+            Err(e) => {
+                substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+                failed += 1;
+            }
+        }
+    }
+
+    if p.wants(substrate::B) {
+        // (b) raw_gadget.ko driven by our Gadget Zero.
+        gadget::modprobe("raw_gadget", &[])?;
+        if let Some(mut g) = start_our_gadget(
+            p,
+            rep,
+            substrate::B,
+            cli_args("zero", "dummy_udc", "dummy_udc.0"),
+        ) {
             let m = Matrix {
                 rep,
-                sub: substrate::A,
+                sub: substrate::B,
                 count: p.count,
                 runs: p.runs,
                 case_timeout: p.case_timeout,
             };
+            let pid = g.pid();
             let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)
                 .and_then(|dev| {
-                    substrate_state(
-                        rep,
-                        substrate::A,
-                        SubstrateState::Up,
-                        format!("{}", dev.sysfs.display()),
-                    );
-                    usbtest_matrix(&m, &dev, &p.cases, -1, &mut unbind_udc())?;
-                    usbtest_iso(&m, &mut unbind_udc())
+                    substrate_state(rep, substrate::B, SubstrateState::Up, g.what.clone());
+                    usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
+                    g.check_alive()?;
+                    usbtest_iso(&m, &mut kill_gadget(pid))
                 });
             if let Err(e) = r {
-                substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
+                substrate_state(rep, substrate::B, SubstrateState::Failed, format!("{e:#}"));
                 failed += 1;
             }
-            ss.unbind()?;
-            sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+            let st = g.stop(Duration::from_secs(5))?;
+            note(rep, format!("our Gadget Zero exited: {st}"));
         }
-        Err(e) => {
-            substrate_state(rep, substrate::A, SubstrateState::Failed, format!("{e:#}"));
-            failed += 1;
-        }
-    }
-
-    // (b) raw_gadget.ko driven by our Gadget Zero.
-    gadget::modprobe("raw_gadget", &[])?;
-    if let Some(mut g) = start_our_gadget(
-        p,
-        rep,
-        substrate::B,
-        cli_args("zero", "dummy_udc", "dummy_udc.0"),
-    ) {
-        let m = Matrix {
-            rep,
-            sub: substrate::B,
-            count: p.count,
-            runs: p.runs,
-            case_timeout: p.case_timeout,
-        };
-        let pid = g.pid();
-        let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(
-            |dev| {
-                substrate_state(rep, substrate::B, SubstrateState::Up, g.what.clone());
-                usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
-                g.check_alive()?;
-                usbtest_iso(&m, &mut kill_gadget(pid))
-            },
-        );
-        if let Err(e) = r {
-            substrate_state(rep, substrate::B, SubstrateState::Failed, format!("{e:#}"));
-            failed += 1;
-        }
-        let st = g.stop(Duration::from_secs(5))?;
-        note(rep, format!("our Gadget Zero exited: {st}"));
     }
     Ok(failed)
 }
