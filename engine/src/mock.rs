@@ -6,49 +6,19 @@ use alloc::collections::BTreeSet;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use rawgadget_uapi::{Errno, Speed, UsbRawEpCaps};
+use rawgadget_uapi::{dummy_udc, Errno, Speed};
 
 use crate::udc::{Binding, Completion, EpId, Request, RequestId, Udc, UdcEndpoint};
 
-/// The 24 endpoints of dummy_udc in list order (contract D1).
+/// The 24 endpoints of dummy_udc in list order (contract D1), from the shared reference table.
 pub fn dummy_endpoints() -> Vec<UdcEndpoint> {
-    const BULK_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, false, true, false);
-    const BULK_OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, false, false, true);
-    const INT_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, false, true, true, false);
-    const BI_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, true, true, false);
-    const BI_OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, true, false, true);
-    let list: [(&str, UsbRawEpCaps); 24] = [
-        ("ep1in-bulk", BULK_IN),
-        ("ep2out-bulk", BULK_OUT),
-        ("ep5in-int", INT_IN),
-        ("ep6in-bulk", BULK_IN),
-        ("ep7out-bulk", BULK_OUT),
-        ("ep10in-int", INT_IN),
-        ("ep11in-bulk", BULK_IN),
-        ("ep12out-bulk", BULK_OUT),
-        ("ep15in-int", INT_IN),
-        ("ep1out-bulk", BULK_OUT),
-        ("ep2in-bulk", BULK_IN),
-        ("ep-aout", BI_OUT),
-        ("ep-bin", BI_IN),
-        ("ep-cout", BI_OUT),
-        ("ep-dout", BI_OUT),
-        ("ep-ein", BI_IN),
-        ("ep-fout", BI_OUT),
-        ("ep-gin", BI_IN),
-        ("ep-hout", BI_OUT),
-        ("ep-iout", BI_OUT),
-        ("ep-jin", BI_IN),
-        ("ep-kout", BI_OUT),
-        ("ep-lin", BI_IN),
-        ("ep-mout", BI_OUT),
-    ];
-    list.iter()
+    dummy_udc::ENDPOINTS
+        .iter()
         .map(|(name, caps)| UdcEndpoint {
             name: name.to_string(),
             caps: *caps,
-            maxpacket_limit: 65535,
-            max_streams: 16,
+            maxpacket_limit: dummy_udc::MAXPACKET_LIMIT,
+            max_streams: dummy_udc::MAX_STREAMS,
         })
         .collect()
 }

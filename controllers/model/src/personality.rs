@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use rawgadget_engine::UdcEndpoint;
-use rawgadget_uapi::{Speed, UsbRawEpCaps};
+use rawgadget_uapi::Speed;
 
 /// Which checks `usb_ep_enable` makes after descriptor matching.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -109,44 +109,14 @@ impl Personality {
 /// dummy_udc's 24 non-control endpoints in list order (contract D1, `dummy_hcd.c:142-218`;
 /// the iso entries are commented out there). Limits from `dummy_hcd.c:1088-1089`.
 pub fn dummy_endpoints() -> Vec<UdcEndpoint> {
-    const BULK_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, false, true, false);
-    const BULK_OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, false, false, true);
-    const INT_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, false, true, true, false);
-    const ALL_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, true, true, false);
-    const ALL_OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, true, false, true);
-    const LIST: [(&str, UsbRawEpCaps); 24] = [
-        ("ep1in-bulk", BULK_IN),
-        ("ep2out-bulk", BULK_OUT),
-        ("ep5in-int", INT_IN),
-        ("ep6in-bulk", BULK_IN),
-        ("ep7out-bulk", BULK_OUT),
-        ("ep10in-int", INT_IN),
-        ("ep11in-bulk", BULK_IN),
-        ("ep12out-bulk", BULK_OUT),
-        ("ep15in-int", INT_IN),
-        ("ep1out-bulk", BULK_OUT),
-        ("ep2in-bulk", BULK_IN),
-        ("ep-aout", ALL_OUT),
-        ("ep-bin", ALL_IN),
-        ("ep-cout", ALL_OUT),
-        ("ep-dout", ALL_OUT),
-        ("ep-ein", ALL_IN),
-        ("ep-fout", ALL_OUT),
-        ("ep-gin", ALL_IN),
-        ("ep-hout", ALL_OUT),
-        ("ep-iout", ALL_OUT),
-        ("ep-jin", ALL_IN),
-        ("ep-kout", ALL_OUT),
-        ("ep-lin", ALL_IN),
-        ("ep-mout", ALL_OUT),
-    ];
-    LIST.iter()
+    rawgadget_uapi::dummy_udc::ENDPOINTS
+        .iter()
         .map(|(name, caps)| UdcEndpoint {
             name: name.to_string(),
             caps: *caps,
             // usb_ep_set_maxpacket_limit(&ep->ep, ~0) stores 0xffff
-            maxpacket_limit: 65535,
-            max_streams: 16,
+            maxpacket_limit: rawgadget_uapi::dummy_udc::MAXPACKET_LIMIT,
+            max_streams: rawgadget_uapi::dummy_udc::MAX_STREAMS,
         })
         .collect()
 }

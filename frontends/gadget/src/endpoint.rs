@@ -117,42 +117,19 @@ pub fn assign_ep_address(eps: &[EpInfo], desc: &mut EndpointDescriptor) -> Optio
 /// The endpoint list of `dummy_udc` (contract D1), as EPS_INFO reports it. Used to describe
 /// devices without a kernel, and by the mock backend.
 pub fn dummy_udc_eps() -> Vec<EpInfo> {
-    use rawgadget_uapi::UsbRawEpCaps;
-    type Row = (&'static str, Option<u8>, bool, bool, bool, bool);
-    const LIST: [Row; 24] = [
-        // (name, addr, bulk, int, in, out)
-        ("ep1in-bulk", Some(1), true, false, true, false),
-        ("ep2out-bulk", Some(2), true, false, false, true),
-        ("ep5in-int", Some(5), false, true, true, false),
-        ("ep6in-bulk", Some(6), true, false, true, false),
-        ("ep7out-bulk", Some(7), true, false, false, true),
-        ("ep10in-int", Some(10), false, true, true, false),
-        ("ep11in-bulk", Some(11), true, false, true, false),
-        ("ep12out-bulk", Some(12), true, false, false, true),
-        ("ep15in-int", Some(15), false, true, true, false),
-        ("ep1out-bulk", Some(1), true, false, false, true),
-        ("ep2in-bulk", Some(2), true, false, true, false),
-        ("ep-aout", None, true, true, false, true),
-        ("ep-bin", None, true, true, true, false),
-        ("ep-cout", None, true, true, false, true),
-        ("ep-dout", None, true, true, false, true),
-        ("ep-ein", None, true, true, true, false),
-        ("ep-fout", None, true, true, false, true),
-        ("ep-gin", None, true, true, true, false),
-        ("ep-hout", None, true, true, false, true),
-        ("ep-iout", None, true, true, false, true),
-        ("ep-jin", None, true, true, true, false),
-        ("ep-kout", None, true, true, false, true),
-        ("ep-lin", None, true, true, true, false),
-        ("ep-mout", None, true, true, false, true),
-    ];
-    LIST.iter()
-        .map(|&(name, addr, bulk, int, din, dout)| EpInfo {
+    use rawgadget_uapi::dummy_udc;
+    dummy_udc::ENDPOINTS
+        .iter()
+        .map(|&(name, caps)| EpInfo {
             name: name.to_string(),
-            addr,
-            caps: UsbRawEpCaps::new(false, false, bulk, int, din, dout),
-            maxpacket_limit: 65535,
-            max_streams: 16,
+            // raw gadget's get_ep_addr: "ep12out-bulk" is fixed at 12, "ep-a" takes any
+            addr: match rawgadget_engine::ep_addr_from_name(name.as_bytes()) {
+                0xff => None,
+                a => Some(a),
+            },
+            caps,
+            maxpacket_limit: dummy_udc::MAXPACKET_LIMIT,
+            max_streams: dummy_udc::MAX_STREAMS,
         })
         .collect()
 }

@@ -15,6 +15,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod dummy_udc;
 mod errno;
 pub use errno::Errno;
 
