@@ -223,6 +223,64 @@ impl VhciSysfs {
     }
 }
 
+/// Tries the free ports of `speed`'s hub in order, writing the attach for each until one
+/// succeeds (contract U18); EBUSY moves on to the next (U19), and a round that finds none
+/// re-reads the ports after `retry_delay`, since a release is asynchronous. Returns the port.
+///
+/// # Errors
+/// [`AttachError::NoFreePort`] when no round saw a free port, [`AttachError::Busy`] when every
+/// one tried was busy, [`AttachError::Permission`] or [`AttachError::Refused`] at the first
+/// other failure.
+pub fn attach_first_free(
+    mut ports: impl FnMut() -> Result<Vec<PortState>, AttachError>,
+    mut write_attach: impl FnMut(u32) -> io::Result<()>,
+    speed: Speed,
+    attempts: u32,
+    retry_delay: Duration,
+    attach_path: &Path,
+) -> Result<u32, AttachError> {
+    let hub = Hub::for_speed(speed);
+    let mut saw_free = false;
+    for round in 0..attempts.max(1) {
+        if round > 0 {
+            std::thread::sleep(retry_delay);
+        }
+        for candidate in free_ports(&ports()?, speed) {
+            saw_free = true;
+            match write_attach(candidate) {
+                Ok(()) => return Ok(candidate),
+                // contract U19: taken meanwhile, or not yet released: the next one
+                Err(e) if e.raw_os_error() == Some(Errno::EBUSY.raw()) => {
+                    tracing::debug!(port = candidate, "vhci port busy (EBUSY), trying the next");
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    return Err(AttachError::Permission {
+                        path: attach_path.to_path_buf(),
+                        source: e,
+                    })
+                }
+                Err(source) => {
+                    return Err(AttachError::Refused {
+                        port: candidate,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    if saw_free {
+        Err(AttachError::Busy {
+            hub,
+            attempts: attempts.max(1),
+        })
+    } else {
+        Err(AttachError::NoFreePort {
+            hub,
+            speed: speed.as_str(),
+        })
+    }
+}
+
 /// Options of a local attach.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
@@ -310,53 +368,17 @@ pub fn attach_local(device: &UsbipDevice, opts: AttachOptions) -> Result<Attachm
     let claim = device.claim()?;
     let hub = Hub::for_speed(speed);
     let (ours, theirs) = UnixStream::pair()?;
-    let mut port = None;
-    'rounds: for round in 0..opts.attempts.max(1) {
-        if round > 0 {
-            std::thread::sleep(opts.retry_delay);
-        }
-        let ports = opts.sysfs.ports()?;
-        let free = free_ports(&ports, speed);
-        if free.is_empty() && round == 0 && !ports.iter().any(|p| p.hub == hub) {
-            return Err(AttachError::NoFreePort {
-                hub,
-                speed: speed.as_str(),
-            });
-        }
-        for candidate in free {
-            match opts
-                .sysfs
-                .write_attach(candidate, theirs.as_raw_fd(), opts.devid, speed)
-            {
-                Ok(()) => {
-                    port = Some(candidate);
-                    break 'rounds;
-                }
-                // contract U19: taken meanwhile, or released asynchronously: next one
-                Err(e) if e.raw_os_error() == Some(Errno::EBUSY.raw()) => {
-                    tracing::debug!(port = candidate, "vhci port busy (EBUSY), trying the next");
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied) => {
-                    return Err(AttachError::Permission {
-                        path: opts.sysfs.root().join("attach"),
-                        source: e,
-                    })
-                }
-                Err(source) => {
-                    return Err(AttachError::Refused {
-                        port: candidate,
-                        source,
-                    })
-                }
-            }
-        }
-    }
-    let Some(port) = port else {
-        return Err(AttachError::Busy {
-            hub,
-            attempts: opts.attempts.max(1),
-        });
-    };
+    let port = attach_first_free(
+        || opts.sysfs.ports(),
+        |port| {
+            opts.sysfs
+                .write_attach(port, theirs.as_raw_fd(), opts.devid, speed)
+        },
+        speed,
+        opts.attempts,
+        opts.retry_delay,
+        &opts.sysfs.root().join("attach"),
+    )?;
     // contract U17: the kernel holds its own reference to that end now
     drop(theirs);
     let span = tracing::info_span!("usbip", port, hub = %hub);
@@ -378,4 +400,203 @@ pub fn attach_local(device: &UsbipDevice, opts: AttachOptions) -> Result<Attachm
         devid: opts.devid,
         connection,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status` as vhci prints it (`port_show_vhci`) for Debian's 15 ports per hub: controller
+    /// 0, port 1 used by a high-speed device.
+    fn status_text(controller: u32, used: &[u32]) -> String {
+        let mut s = String::from("hub port sta spd dev      sockfd local_busid\n");
+        for hub in [Hub::High, Hub::Super] {
+            for rhport in 0..15 {
+                let port = port_number(controller, hub, rhport, 15);
+                if used.contains(&port) {
+                    s += &format!("{hub}  {port:04} 006 003 00010002 000003 1-1\n");
+                } else {
+                    s += &format!("{hub}  {port:04} 004 000 00000000 000000 0-0\n");
+                }
+            }
+        }
+        s
+    }
+
+    /// contract U18: the global numbering, and the status lines that carry it.
+    #[test]
+    fn u18_port_numbers_are_global() {
+        assert_eq!(port_number(0, Hub::High, 0, 15), 0);
+        assert_eq!(port_number(0, Hub::Super, 0, 15), 15);
+        assert_eq!(port_number(1, Hub::High, 2, 15), 32);
+        assert_eq!(port_number(7, Hub::Super, 14, 15), 239);
+        let ports = parse_status(&status_text(1, &[31]));
+        assert_eq!(ports.len(), 30);
+        assert_eq!(
+            ports[0],
+            PortState {
+                hub: Hub::High,
+                port: 30,
+                status: VDEV_ST_NULL
+            }
+        );
+        assert_eq!(
+            ports[1],
+            PortState {
+                hub: Hub::High,
+                port: 31,
+                status: 6
+            }
+        );
+        assert_eq!(
+            ports[15],
+            PortState {
+                hub: Hub::Super,
+                port: 45,
+                status: VDEV_ST_NULL
+            }
+        );
+    }
+
+    /// contract U18, S1: speed ≥ 5 uses an SS-half port, anything slower the HS half.
+    #[test]
+    fn u18_free_ports_follow_the_speed() {
+        let ports = parse_status(&status_text(0, &[0, 15]));
+        assert_eq!(free_ports(&ports, Speed::High)[..2], [1, 2]);
+        assert_eq!(free_ports(&ports, Speed::Low)[0], 1);
+        assert_eq!(free_ports(&ports, Speed::Super)[..2], [16, 17]);
+        assert_eq!(free_ports(&ports, Speed::SuperPlus)[0], 16);
+        assert!(free_ports(&ports, Speed::Super)
+            .iter()
+            .all(|p| (15..30).contains(p)));
+    }
+
+    fn ebusy() -> io::Error {
+        io::Error::from_raw_os_error(Errno::EBUSY.raw())
+    }
+
+    /// contract U19: EBUSY moves on to the next free port.
+    #[test]
+    fn u19_ebusy_tries_the_next_port() {
+        let ports = parse_status(&status_text(0, &[]));
+        let mut tried = Vec::new();
+        let port = attach_first_free(
+            || Ok(ports.clone()),
+            |p| {
+                tried.push(p);
+                if p < 3 {
+                    Err(ebusy())
+                } else {
+                    Ok(())
+                }
+            },
+            Speed::High,
+            1,
+            Duration::ZERO,
+            Path::new("attach"),
+        )
+        .unwrap();
+        assert_eq!(port, 3);
+        assert_eq!(tried, [0, 1, 2, 3]);
+    }
+
+    /// contract U19: a release is asynchronous: rounds re-read the status.
+    #[test]
+    fn u19_busy_ports_are_retried_after_a_new_read() {
+        let mut reads = 0;
+        let port = attach_first_free(
+            || {
+                reads += 1;
+                let used: Vec<u32> = if reads == 1 {
+                    (0..15).collect()
+                } else {
+                    (0..14).collect()
+                };
+                Ok(parse_status(&status_text(0, &used)))
+            },
+            |_| Ok(()),
+            Speed::High,
+            3,
+            Duration::ZERO,
+            Path::new("attach"),
+        )
+        .unwrap();
+        assert_eq!((port, reads), (14, 2));
+    }
+
+    /// contract U19: every port busy, or none free, or a refusal: clear errors.
+    #[test]
+    fn u19_attach_errors_say_why() {
+        let ports = parse_status(&status_text(0, &[]));
+        let busy = attach_first_free(
+            || Ok(ports.clone()),
+            |_| Err(ebusy()),
+            Speed::Super,
+            2,
+            Duration::ZERO,
+            Path::new("a"),
+        );
+        assert!(matches!(
+            busy,
+            Err(AttachError::Busy {
+                hub: Hub::Super,
+                attempts: 2
+            })
+        ));
+        let full = parse_status(&status_text(0, &(0..30).collect::<Vec<_>>()));
+        let none = attach_first_free(
+            || Ok(full.clone()),
+            |_| Ok(()),
+            Speed::High,
+            2,
+            Duration::ZERO,
+            Path::new("a"),
+        );
+        assert!(matches!(
+            none,
+            Err(AttachError::NoFreePort { hub: Hub::High, .. })
+        ));
+        let denied = attach_first_free(
+            || Ok(ports.clone()),
+            |_| Err(io::Error::from_raw_os_error(13)),
+            Speed::High,
+            1,
+            Duration::ZERO,
+            Path::new("a"),
+        );
+        assert!(matches!(denied, Err(AttachError::Permission { .. })));
+        let inval = attach_first_free(
+            || Ok(ports.clone()),
+            |_| Err(io::Error::from_raw_os_error(22)),
+            Speed::High,
+            1,
+            Duration::ZERO,
+            Path::new("a"),
+        );
+        assert!(matches!(inval, Err(AttachError::Refused { port: 0, .. })));
+    }
+
+    /// contract U17: without vhci-hcd, the error names the fix and the packages.
+    #[test]
+    fn u17_missing_vhci_says_modprobe_and_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = VhciSysfs::at(dir.path().join("vhci_hcd.0"))
+            .check()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("modprobe vhci-hcd"), "{msg}");
+        assert!(msg.contains("linux-image"), "{msg}");
+        assert!(msg.contains("package `usbip`"), "{msg}");
+    }
+
+    /// contract U18: `status`, `status.1` … are all read.
+    #[test]
+    fn u18_every_status_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("status"), status_text(0, &[])).unwrap();
+        fs::write(dir.path().join("status.1"), status_text(1, &[])).unwrap();
+        let ports = VhciSysfs::at(dir.path()).ports().unwrap();
+        assert_eq!(ports.len(), 60);
+        assert_eq!(ports.last().unwrap().port, 59);
+    }
 }

@@ -24,7 +24,10 @@ fn enumerate_at(speed_code: u8, expect: Speed) {
     rig.enumerate();
     let rec = rig.host.recording();
     assert_eq!(rec.speed, Some(expect));
-    assert_eq!(rec.device.as_ref().unwrap()[8..12], [0x6b, 0x1d, 0x04, 0x01]);
+    assert_eq!(
+        rec.device.as_ref().unwrap()[8..12],
+        [0x6b, 0x1d, 0x04, 0x01]
+    );
     assert_eq!(rec.configuration, Some(1));
     assert_eq!(rig.dev().configured, Some(1));
     let types = rig.dev().event_types();
@@ -35,7 +38,13 @@ fn enumerate_at(speed_code: u8, expect: Speed) {
         1,
         "one RESET per attach (U5): {types:?}"
     );
-    assert_eq!(types.iter().filter(|&&t| t == USB_RAW_EVENT_CONNECT).count(), 1);
+    assert_eq!(
+        types
+            .iter()
+            .filter(|&&t| t == USB_RAW_EVENT_CONNECT)
+            .count(),
+        1
+    );
     assert_eq!(rig.vhci.error(), None);
 }
 
@@ -92,7 +101,12 @@ fn u5_second_reset_heuristic_is_opt_in() {
         Budget::LOCAL_VHCI,
     );
     rig.enumerate();
-    let resets = rig.dev().event_types().iter().filter(|&&t| t == USB_RAW_EVENT_RESET).count();
+    let resets = rig
+        .dev()
+        .event_types()
+        .iter()
+        .filter(|&&t| t == USB_RAW_EVENT_RESET)
+        .count();
     assert_eq!(resets, 2);
 }
 
@@ -104,12 +118,27 @@ fn bulk_in_and_out_over_usbip() {
     let mut rig = Rig::hs();
     rig.enumerate();
     let data: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
-    rig.push_op(DeviceOp::Write { address: 0x81, data: data.clone(), zero: false });
-    let r = rig.host.bulk_in(&mut rig.vhci, 0x81, 4096, UrbFlags::default(), TIMEOUT);
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: data.clone(),
+        zero: false,
+    });
+    let r = rig
+        .host
+        .bulk_in(&mut rig.vhci, 0x81, 4096, UrbFlags::default(), TIMEOUT);
     assert_eq!(r.status, Ok(()));
     assert_eq!(r.data, data);
-    rig.push_op(DeviceOp::Read { address: 0x02, length: 4096 });
-    let r = rig.host.bulk_out(&mut rig.vhci, 0x02, data.clone(), UrbFlags::default(), TIMEOUT);
+    rig.push_op(DeviceOp::Read {
+        address: 0x02,
+        length: 4096,
+    });
+    let r = rig.host.bulk_out(
+        &mut rig.vhci,
+        0x02,
+        data.clone(),
+        UrbFlags::default(),
+        TIMEOUT,
+    );
     assert_eq!(r.status, Ok(()));
     assert_eq!(r.actual, 1500);
     rig.wait_dev("the read completes", |d| d.io_results.len() == 2);
@@ -122,7 +151,11 @@ fn bulk_in_and_out_over_usbip() {
 fn interrupt_in_over_usbip() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Write { address: 0x83, data: vec![1, 2, 3, 4, 5, 6, 7, 8], zero: false });
+    rig.push_op(DeviceOp::Write {
+        address: 0x83,
+        data: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        zero: false,
+    });
     let r = rig.host.interrupt(&mut rig.vhci, 0x83, vec![0; 8], TIMEOUT);
     assert_eq!(r.status, Ok(()));
     assert_eq!(r.data, [1, 2, 3, 4, 5, 6, 7, 8]);
@@ -134,14 +167,30 @@ fn interrupt_in_over_usbip() {
 fn u9_short_in_is_status_zero_on_the_wire() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Write { address: 0x81, data: vec![7; 100], zero: false });
-    let flags = UrbFlags { short_not_ok: true, ..UrbFlags::default() };
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: vec![7; 100],
+        zero: false,
+    });
+    let flags = UrbFlags {
+        short_not_ok: true,
+        ..UrbFlags::default()
+    };
     let r = rig.host.bulk_in(&mut rig.vhci, 0x81, 512, flags, TIMEOUT);
     assert_eq!(r.status, Err(Errno::EREMOTEIO));
     assert_eq!(r.actual, 100);
     match rig.vhci.replies.last().unwrap() {
-        WireReply::RetSubmit { status, actual_length, error_count, number_of_packets, .. } => {
-            assert_eq!((*status, *actual_length, *error_count, *number_of_packets), (0, 100, 0, 0));
+        WireReply::RetSubmit {
+            status,
+            actual_length,
+            error_count,
+            number_of_packets,
+            ..
+        } => {
+            assert_eq!(
+                (*status, *actual_length, *error_count, *number_of_packets),
+                (0, 100, 0, 0)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -153,10 +202,20 @@ fn u9_short_in_is_status_zero_on_the_wire() {
 fn u13_in_reply_never_exceeds_the_urb() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Write { address: 0x81, data: vec![9; 700], zero: false });
-    rig.vhci.submit_raw(&submit(1000, 0x81, 600, None), false).unwrap();
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: vec![9; 700],
+        zero: false,
+    });
+    rig.vhci
+        .submit_raw(&submit(1000, 0x81, 600, None), false)
+        .unwrap();
     match rig.ret_submit(1000) {
-        WireReply::RetSubmit { status, actual_length, .. } => {
+        WireReply::RetSubmit {
+            status,
+            actual_length,
+            ..
+        } => {
             assert_eq!(actual_length, 600);
             assert_eq!(status, -Errno::EOVERFLOW.raw());
         }
@@ -171,11 +230,20 @@ fn u13_in_reply_never_exceeds_the_urb() {
 fn u15_non_iso_number_of_packets_is_zero_in_replies() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    let mut s = control(2000, rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18), Vec::new());
+    let mut s = control(
+        2000,
+        rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18),
+        Vec::new(),
+    );
     s.header.number_of_packets = 0xffff_ffff;
     rig.vhci.submit_raw(&s, false).unwrap();
     match rig.ret_submit(2000) {
-        WireReply::RetSubmit { status, actual_length, number_of_packets, .. } => {
+        WireReply::RetSubmit {
+            status,
+            actual_length,
+            number_of_packets,
+            ..
+        } => {
             assert_eq!((status, actual_length, number_of_packets), (0, 18, 0));
         }
         other => panic!("{other:?}"),
@@ -192,18 +260,25 @@ fn u7_d14_queued_control_urbs_complete_in_order() {
     let before = rig.dev().setups().len();
     let ids: Vec<UrbId> = (0..32u16)
         .map(|i| {
-            let urb = rawgadget_udc::Urb::control(rawgadget_loopback::setup(0xc0, 0x5c, i, 0, 4), &[]);
+            let urb =
+                rawgadget_udc::Urb::control(rawgadget_loopback::setup(0xc0, 0x5c, i, 0, 4), &[]);
             rig.host.submit(&mut rig.vhci, urb)
         })
         .collect();
     for (i, id) in ids.iter().enumerate() {
-        let r = rig.host.wait(&mut rig.vhci, *id, TIMEOUT).expect("completes");
+        let r = rig
+            .host
+            .wait(&mut rig.vhci, *id, TIMEOUT)
+            .expect("completes");
         assert_eq!(r.status, Ok(()));
         assert_eq!(r.data, vec![i as u8; 4]);
     }
     let seqnums = ret_submit_seqnums(&rig.vhci.replies);
     let tail = &seqnums[seqnums.len() - 32..];
-    assert!(tail.windows(2).all(|w| w[0] < w[1]), "out of order: {tail:?}");
+    assert!(
+        tail.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {tail:?}"
+    );
     let setups = rig.dev().setups();
     let values: Vec<u16> = setups[before..].iter().map(|s| s.value).collect();
     assert_eq!(values, (0..32).collect::<Vec<u16>>());
@@ -215,12 +290,27 @@ fn u7_d14_queued_control_urbs_complete_in_order() {
 fn u8_per_endpoint_queues_are_independent() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    let waiting = rig.host.submit(&mut rig.vhci, rawgadget_udc::Urb::bulk(0x81, vec![0; 512]));
-    rig.push_op(DeviceOp::Read { address: 0x02, length: 64 });
-    let r = rig.host.bulk_out(&mut rig.vhci, 0x02, vec![5; 64], UrbFlags::default(), TIMEOUT);
+    let waiting = rig
+        .host
+        .submit(&mut rig.vhci, rawgadget_udc::Urb::bulk(0x81, vec![0; 512]));
+    rig.push_op(DeviceOp::Read {
+        address: 0x02,
+        length: 64,
+    });
+    let r = rig.host.bulk_out(
+        &mut rig.vhci,
+        0x02,
+        vec![5; 64],
+        UrbFlags::default(),
+        TIMEOUT,
+    );
     assert_eq!(r.status, Ok(()));
     assert!(rig.host.get_status(&mut rig.vhci, 0, 0).is_ok());
-    rig.push_op(DeviceOp::Write { address: 0x81, data: vec![1; 10], zero: false });
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: vec![1; 10],
+        zero: false,
+    });
     let r = rig.host.wait(&mut rig.vhci, waiting, TIMEOUT).unwrap();
     assert_eq!((r.status, r.data), (Ok(()), vec![1; 10]));
 }
@@ -236,7 +326,9 @@ fn u1_controller_answers_its_own_requests() {
     assert_eq!(rig.host.set_halt(&mut rig.vhci, 0x81), Ok(()));
     assert_eq!(rig.host.get_status(&mut rig.vhci, 2, 0x81), Ok(1));
     // contract D25: a halted endpoint fails its URBs with EPIPE
-    let r = rig.host.bulk_in(&mut rig.vhci, 0x81, 64, UrbFlags::default(), TIMEOUT);
+    let r = rig
+        .host
+        .bulk_in(&mut rig.vhci, 0x81, 64, UrbFlags::default(), TIMEOUT);
     assert_eq!(r.status, Err(Errno::EPIPE));
     assert_eq!(rig.host.clear_halt(&mut rig.vhci, 0x81), Ok(()));
     assert_eq!(rig.host.get_status(&mut rig.vhci, 2, 0x81), Ok(0));
@@ -249,20 +341,36 @@ fn u1_controller_answers_its_own_requests() {
 fn u12_d24_disabled_endpoint_gets_eproto_after_a_full_parse() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.vhci.submit_raw(&submit(3000, 0x05, 100, Some(vec![0xee; 100])), false).unwrap();
-    rig.vhci.submit_raw(&submit(3001, 0x86, 64, None), false).unwrap();
-    let s = control(3002, rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18), Vec::new());
+    rig.vhci
+        .submit_raw(&submit(3000, 0x05, 100, Some(vec![0xee; 100])), false)
+        .unwrap();
+    rig.vhci
+        .submit_raw(&submit(3001, 0x86, 64, None), false)
+        .unwrap();
+    let s = control(
+        3002,
+        rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18),
+        Vec::new(),
+    );
     rig.vhci.submit_raw(&s, false).unwrap();
     for seqnum in [3000, 3001] {
         match rig.ret_submit(seqnum) {
-            WireReply::RetSubmit { status, actual_length, .. } => {
+            WireReply::RetSubmit {
+                status,
+                actual_length,
+                ..
+            } => {
                 assert_eq!((status, actual_length), (-Errno::EPROTO.raw(), 0));
             }
             other => panic!("{other:?}"),
         }
     }
     match rig.ret_submit(3002) {
-        WireReply::RetSubmit { status, actual_length, .. } => assert_eq!((status, actual_length), (0, 18)),
+        WireReply::RetSubmit {
+            status,
+            actual_length,
+            ..
+        } => assert_eq!((status, actual_length), (0, 18)),
         other => panic!("{other:?}"),
     }
     assert!(rig.vhci.is_connected());
@@ -277,7 +385,9 @@ fn u12_d24_disabled_endpoint_gets_eproto_after_a_full_parse() {
 fn u10_unlink_without_progress_is_ret_unlink_econnreset() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.vhci.submit_raw(&submit(4000, 0x81, 512, None), false).unwrap();
+    rig.vhci
+        .submit_raw(&submit(4000, 0x81, 512, None), false)
+        .unwrap();
     rig.settle(Duration::from_millis(50));
     let unlink = rig.vhci.unlink_raw(4000).unwrap();
     match rig.ret_unlink(unlink) {
@@ -285,14 +395,27 @@ fn u10_unlink_without_progress_is_ret_unlink_econnreset() {
         other => panic!("{other:?}"),
     }
     // the client's data goes to the next URB, not to the unlinked one
-    rig.push_op(DeviceOp::Write { address: 0x81, data: vec![3; 20], zero: false });
-    rig.vhci.submit_raw(&submit(4002, 0x81, 512, None), false).unwrap();
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: vec![3; 20],
+        zero: false,
+    });
+    rig.vhci
+        .submit_raw(&submit(4002, 0x81, 512, None), false)
+        .unwrap();
     match rig.ret_submit(4002) {
-        WireReply::RetSubmit { status, actual_length, .. } => assert_eq!((status, actual_length), (0, 20)),
+        WireReply::RetSubmit {
+            status,
+            actual_length,
+            ..
+        } => assert_eq!((status, actual_length), (0, 20)),
         other => panic!("{other:?}"),
     }
     rig.settle(Duration::from_millis(50));
-    assert!(!ret_submit_seqnums(&rig.vhci.replies).contains(&4000), "U14: no RET_SUBMIT after RET_UNLINK -ECONNRESET");
+    assert!(
+        !ret_submit_seqnums(&rig.vhci.replies).contains(&4000),
+        "U14: no RET_SUBMIT after RET_UNLINK -ECONNRESET"
+    );
     assert_eq!(rig.vhci.error(), None);
 }
 
@@ -303,12 +426,28 @@ fn u10_unlink_after_progress_sends_the_partial_data_first() {
     let mut rig = Rig::hs();
     rig.enumerate();
     // 512 bytes (one whole packet, not short) into a 1024-byte URB: the URB stays pending
-    rig.push_op(DeviceOp::Write { address: 0x81, data: vec![4; 512], zero: false });
-    rig.vhci.submit_raw(&submit(5000, 0x81, 1024, None), false).unwrap();
+    rig.push_op(DeviceOp::Write {
+        address: 0x81,
+        data: vec![4; 512],
+        zero: false,
+    });
+    rig.vhci
+        .submit_raw(&submit(5000, 0x81, 1024, None), false)
+        .unwrap();
     rig.wait_dev("the write completes", |d| d.io_results.len() == 1);
     let unlink = rig.vhci.unlink_raw(5000).unwrap();
     let reply = rig.ret_submit(5000);
-    assert!(matches!(reply, WireReply::RetSubmit { status: ECONNRESET, actual_length: 512, .. }), "{reply:?}");
+    assert!(
+        matches!(
+            reply,
+            WireReply::RetSubmit {
+                status: ECONNRESET,
+                actual_length: 512,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     match rig.ret_unlink(unlink) {
         WireReply::RetUnlink { status, .. } => assert_eq!(status, 0),
         other => panic!("{other:?}"),
@@ -326,8 +465,13 @@ fn u10_unlink_after_progress_sends_the_partial_data_first() {
 fn u10_unlink_after_progress_host_sees_partial_length() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Read { address: 0x02, length: 512 });
-    let id = rig.host.submit(&mut rig.vhci, rawgadget_udc::Urb::bulk(0x02, vec![6; 1024]));
+    rig.push_op(DeviceOp::Read {
+        address: 0x02,
+        length: 512,
+    });
+    let id = rig
+        .host
+        .submit(&mut rig.vhci, rawgadget_udc::Urb::bulk(0x02, vec![6; 1024]));
     rig.wait_dev("the read completes", |d| d.io_results.len() == 1);
     rig.vhci.unlink(id, Unlink::Async).unwrap();
     let c = rig.vhci.wait(id, TIMEOUT).unwrap();
@@ -340,7 +484,11 @@ fn u10_unlink_after_progress_host_sees_partial_length() {
 fn u10_unlink_of_an_answered_urb_is_status_zero() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    let s = control(6000, rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18), Vec::new());
+    let s = control(
+        6000,
+        rawgadget_loopback::setup(0x80, 6, 0x0100, 0, 18),
+        Vec::new(),
+    );
     rig.vhci.submit_raw(&s, false).unwrap();
     rig.ret_submit(6000);
     let unlink = rig.vhci.unlink_raw(6000).unwrap();
@@ -361,7 +509,10 @@ fn u14_unlink_of_unknown_seqnums_is_harmless() {
         unlinks.push(rig.vhci.unlink_raw(target).unwrap());
     }
     for u in unlinks {
-        assert!(matches!(rig.ret_unlink(u), WireReply::RetUnlink { status: 0, .. }));
+        assert!(matches!(
+            rig.ret_unlink(u),
+            WireReply::RetUnlink { status: 0, .. }
+        ));
     }
     assert!(rig.host.get_status(&mut rig.vhci, 0, 0).is_ok());
 }
@@ -375,11 +526,26 @@ fn u10_unlinked_control_leaves_the_setup_pending() {
     rig.dev().hold_setups = true;
     let before = rig.dev().setups().len();
     rig.vhci
-        .submit_raw(&control(7000, rawgadget_loopback::setup(0xc0, 0x5c, 1, 0, 4), Vec::new()), false)
+        .submit_raw(
+            &control(
+                7000,
+                rawgadget_loopback::setup(0xc0, 0x5c, 1, 0, 4),
+                Vec::new(),
+            ),
+            false,
+        )
         .unwrap();
-    rig.wait_dev("the SETUP reaches the client", |d| d.setups().len() == before + 1);
+    rig.wait_dev("the SETUP reaches the client", |d| {
+        d.setups().len() == before + 1
+    });
     let unlink = rig.vhci.unlink_raw(7000).unwrap();
-    assert!(matches!(rig.ret_unlink(unlink), WireReply::RetUnlink { status: ECONNRESET, .. }));
+    assert!(matches!(
+        rig.ret_unlink(unlink),
+        WireReply::RetUnlink {
+            status: ECONNRESET,
+            ..
+        }
+    ));
     rig.settle(Duration::from_millis(50));
     assert!(!ret_submit_seqnums(&rig.vhci.replies).contains(&7000));
 }
@@ -392,14 +558,22 @@ fn u10_unlinked_control_leaves_the_setup_pending() {
 fn u20_connection_loss_gives_disconnect_and_eshutdown() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Read { address: 0x02, length: 512 });
+    rig.push_op(DeviceOp::Read {
+        address: 0x02,
+        length: 512,
+    });
     rig.wait_dev("the read is queued", |d| d.busy());
     rig.vhci.detach();
     rig.wait_dev("the read ends", |d| !d.io_results.is_empty());
     assert_eq!(rig.dev().io_results[0].1, Err(Errno::ESHUTDOWN));
-    rig.wait_dev("DISCONNECT", |d| d.event_types().contains(&USB_RAW_EVENT_DISCONNECT));
+    rig.wait_dev("DISCONNECT", |d| {
+        d.event_types().contains(&USB_RAW_EVENT_DISCONNECT)
+    });
     let end = rig.conn.take().unwrap().join();
-    assert!(matches!(end, rawgadget_usbip_udc::ConnectionEnd::PeerClosed), "{end}");
+    assert!(
+        matches!(end, rawgadget_usbip_udc::ConnectionEnd::PeerClosed),
+        "{end}"
+    );
 }
 
 /// contract U20: closing from our side (the gadget's owner) also gives DISCONNECT, and the
@@ -410,9 +584,14 @@ fn u20_close_by_owner_detaches() {
     rig.enumerate();
     rig.conn.as_ref().unwrap().close();
     rig.wait_closed();
-    rig.wait_dev("DISCONNECT", |d| d.event_types().contains(&USB_RAW_EVENT_DISCONNECT));
+    rig.wait_dev("DISCONNECT", |d| {
+        d.event_types().contains(&USB_RAW_EVENT_DISCONNECT)
+    });
     let end = rig.conn.take().unwrap().join();
-    assert!(matches!(end, rawgadget_usbip_udc::ConnectionEnd::ClosedByOwner), "{end}");
+    assert!(
+        matches!(end, rawgadget_usbip_udc::ConnectionEnd::ClosedByOwner),
+        "{end}"
+    );
 }
 
 /// contract U20: the gadget closing ends the connection (the host reads EOF).
@@ -424,5 +603,8 @@ fn u20_gadget_close_ends_the_connection() {
     rig.device.bus().with(|b| b.close());
     rig.wait_closed();
     let end = rig.conn.take().unwrap().join();
-    assert!(matches!(end, rawgadget_usbip_udc::ConnectionEnd::GadgetClosed), "{end}");
+    assert!(
+        matches!(end, rawgadget_usbip_udc::ConnectionEnd::GadgetClosed),
+        "{end}"
+    );
 }

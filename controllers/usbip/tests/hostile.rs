@@ -12,7 +12,11 @@ use rawgadget_uapi::{speed, Errno};
 use rawgadget_usbip_udc::{Budget, ConnectionEnd, LinkError, UsbipConfig};
 
 fn remote_rig() -> Rig {
-    Rig::with(UsbipConfig::default(), DeviceScript::vendor_loopback(speed::USB_SPEED_HIGH), Budget::REMOTE)
+    Rig::with(
+        UsbipConfig::default(),
+        DeviceScript::vendor_loopback(speed::USB_SPEED_HIGH),
+        Budget::REMOTE,
+    )
 }
 
 /// The driver closed the connection because of the peer, and says why.
@@ -41,7 +45,9 @@ fn truncated_header_then_eof() {
     rig.vhci.detach();
     let end = rig.conn.take().unwrap().join();
     assert!(matches!(end, ConnectionEnd::PeerClosed), "{end}");
-    rig.wait_dev("DISCONNECT", |d| d.event_types().contains(&USB_RAW_EVENT_DISCONNECT));
+    rig.wait_dev("DISCONNECT", |d| {
+        d.event_types().contains(&USB_RAW_EVENT_DISCONNECT)
+    });
 }
 
 /// An OUT CMD_SUBMIT that announces more data than it sends (a lying length), then EOF, in
@@ -50,9 +56,13 @@ fn truncated_header_then_eof() {
 fn lying_length_and_disconnect_mid_transfer() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.push_op(DeviceOp::Read { address: 0x02, length: 512 });
+    rig.push_op(DeviceOp::Read {
+        address: 0x02,
+        length: 512,
+    });
     rig.wait_dev("the read is queued", |d| d.busy());
-    let mut bytes = rawgadget_usbip::DevicePdu::Submit(submit(10, 0x02, 65536, Some(vec![1; 65536]))).to_vec();
+    let mut bytes =
+        rawgadget_usbip::DevicePdu::Submit(submit(10, 0x02, 65536, Some(vec![1; 65536]))).to_vec();
     bytes.truncate(48 + 1000);
     rig.vhci.send_raw(&bytes).unwrap();
     rig.settle(Duration::from_millis(20));
@@ -73,7 +83,13 @@ fn huge_transfer_buffer_length_closes_the_connection() {
     h[24..28].copy_from_slice(&0x7fff_ffffu32.to_be_bytes());
     rig.vhci.send_raw(&h).unwrap();
     let e = closed_for_protocol(&mut rig);
-    assert!(matches!(e, LinkError::Decode(rawgadget_usbip::Error::TransferTooLong { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            LinkError::Decode(rawgadget_usbip::Error::TransferTooLong { .. })
+        ),
+        "{e}"
+    );
 }
 
 /// A negative transfer_buffer_length closes the connection.
@@ -85,7 +101,13 @@ fn negative_length_closes_the_connection() {
     h[24..28].copy_from_slice(&0x8000_0000u32.to_be_bytes());
     rig.vhci.send_raw(&h).unwrap();
     let e = closed_for_protocol(&mut rig);
-    assert!(matches!(e, LinkError::Decode(rawgadget_usbip::Error::NegativeLength { .. })), "{e}");
+    assert!(
+        matches!(
+            e,
+            LinkError::Decode(rawgadget_usbip::Error::NegativeLength { .. })
+        ),
+        "{e}"
+    );
 }
 
 /// An unknown command code closes the connection (there is no resync point).
@@ -95,7 +117,13 @@ fn unknown_command_closes_the_connection() {
     rig.enumerate();
     rig.vhci.send_raw(&header(0x1234_5678, 13)).unwrap();
     let e = closed_for_protocol(&mut rig);
-    assert!(matches!(e, LinkError::Decode(rawgadget_usbip::Error::UnknownCommand(0x1234_5678))), "{e}");
+    assert!(
+        matches!(
+            e,
+            LinkError::Decode(rawgadget_usbip::Error::UnknownCommand(0x1234_5678))
+        ),
+        "{e}"
+    );
 }
 
 /// A reply code sent to the device (USBIP_RET_SUBMIT) closes the connection.
@@ -113,9 +141,16 @@ fn reply_sent_to_the_device_closes_the_connection() {
 fn u14_duplicate_seqnum_closes_the_connection() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    rig.vhci.send_raw(&rawgadget_usbip::DevicePdu::Submit(submit(20, 0x81, 64, None)).to_vec()).unwrap();
-    rig.vhci.send_raw(&rawgadget_usbip::DevicePdu::Submit(submit(20, 0x81, 64, None)).to_vec()).unwrap();
-    assert_eq!(closed_for_protocol(&mut rig), LinkError::DuplicateSeqnum(20));
+    rig.vhci
+        .send_raw(&rawgadget_usbip::DevicePdu::Submit(submit(20, 0x81, 64, None)).to_vec())
+        .unwrap();
+    rig.vhci
+        .send_raw(&rawgadget_usbip::DevicePdu::Submit(submit(20, 0x81, 64, None)).to_vec())
+        .unwrap();
+    assert_eq!(
+        closed_for_protocol(&mut rig),
+        LinkError::DuplicateSeqnum(20)
+    );
 }
 
 /// contract U25: a remote peer flooding submits beyond its URB budget is disconnected.
@@ -129,7 +164,16 @@ fn u25_remote_submit_flood_is_closed() {
     }
     let _ = rig.vhci.send_raw(&bytes);
     let e = closed_for_protocol(&mut rig);
-    assert!(matches!(e, LinkError::Budget { what: "URBs in flight", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            LinkError::Budget {
+                what: "URBs in flight",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 /// contract U25: a remote peer announcing more IN room than its byte budget is disconnected.
@@ -139,11 +183,22 @@ fn u25_remote_byte_budget_is_closed() {
     rig.enumerate();
     let mut bytes = Vec::new();
     for i in 0..9u32 {
-        bytes.extend(rawgadget_usbip::DevicePdu::Submit(submit(200 + i, 0x81, 4 << 20, None)).to_vec());
+        bytes.extend(
+            rawgadget_usbip::DevicePdu::Submit(submit(200 + i, 0x81, 4 << 20, None)).to_vec(),
+        );
     }
     rig.vhci.send_raw(&bytes).unwrap();
     let e = closed_for_protocol(&mut rig);
-    assert!(matches!(e, LinkError::Budget { what: "bytes in flight", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            LinkError::Budget {
+                what: "bytes in flight",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 /// contract U25: the local vhci is trusted with generous budgets: the same flood is served
@@ -155,7 +210,9 @@ fn u25_local_vhci_flood_is_served() {
     let n = 2000u32;
     let mut bytes = Vec::new();
     for i in 0..n {
-        bytes.extend(rawgadget_usbip::DevicePdu::Submit(submit(1000 + i, 0x81, 4096, None)).to_vec());
+        bytes.extend(
+            rawgadget_usbip::DevicePdu::Submit(submit(1000 + i, 0x81, 4096, None)).to_vec(),
+        );
     }
     rig.vhci.send_raw(&bytes).unwrap();
     let mut unlinks = Vec::new();
@@ -189,6 +246,9 @@ fn garbage_never_panics() {
         let _ = rig.vhci.send_raw(&bytes);
         rig.vhci.detach();
         let end = rig.conn.take().unwrap().join();
-        assert!(matches!(end, ConnectionEnd::Protocol(_) | ConnectionEnd::PeerClosed), "{end}");
+        assert!(
+            matches!(end, ConnectionEnd::Protocol(_) | ConnectionEnd::PeerClosed),
+            "{end}"
+        );
     }
 }

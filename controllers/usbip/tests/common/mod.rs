@@ -156,7 +156,11 @@ use rawgadget_usbip_udc::fake_vhci::WireReply;
 
 /// A non-iso CMD_SUBMIT as vhci sends it (`number_of_packets` 0, U15).
 pub fn submit(seqnum: u32, endpoint: u8, tbl: u32, out: Option<Vec<u8>>) -> CmdSubmit {
-    let direction = if endpoint & 0x80 != 0 { Direction::In } else { Direction::Out };
+    let direction = if endpoint & 0x80 != 0 {
+        Direction::In
+    } else {
+        Direction::Out
+    };
     let data = out.unwrap_or_default();
     CmdSubmit {
         header: CmdSubmitRepr {
@@ -180,7 +184,12 @@ pub fn submit(seqnum: u32, endpoint: u8, tbl: u32, out: Option<Vec<u8>>) -> CmdS
 pub fn control(seqnum: u32, setup: [u8; 8], out: Vec<u8>) -> CmdSubmit {
     let w_length = u16::from_le_bytes([setup[6], setup[7]]) as u32;
     let is_in = setup[0] & 0x80 != 0 && w_length > 0;
-    let mut s = submit(seqnum, if is_in { 0x80 } else { 0 }, w_length, (!is_in).then_some(out));
+    let mut s = submit(
+        seqnum,
+        if is_in { 0x80 } else { 0 },
+        w_length,
+        (!is_in).then_some(out),
+    );
     s.header.setup = setup;
     s
 }
@@ -193,20 +202,34 @@ impl Rig {
             if let Some(r) = self.vhci.replies.iter().find(|r| f(r)) {
                 return r.clone();
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; replies: {:?}", self.vhci.replies);
-            assert!(self.vhci.is_connected(), "connection broken while waiting for {what}: {:?}", self.vhci.error());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; replies: {:?}",
+                self.vhci.replies
+            );
+            assert!(
+                self.vhci.is_connected(),
+                "connection broken while waiting for {what}: {:?}",
+                self.vhci.error()
+            );
             self.vhci.pump(Duration::from_millis(50));
         }
     }
 
     /// The RET_SUBMIT for `seqnum`.
     pub fn ret_submit(&mut self, seqnum: u32) -> WireReply {
-        self.wait_reply("RET_SUBMIT", |r| matches!(r, WireReply::RetSubmit { seqnum: s, .. } if *s == seqnum))
+        self.wait_reply(
+            "RET_SUBMIT",
+            |r| matches!(r, WireReply::RetSubmit { seqnum: s, .. } if *s == seqnum),
+        )
     }
 
     /// The RET_UNLINK with this (the CMD_UNLINK's own) seqnum.
     pub fn ret_unlink(&mut self, seqnum: u32) -> WireReply {
-        self.wait_reply("RET_UNLINK", |r| matches!(r, WireReply::RetUnlink { seqnum: s, .. } if *s == seqnum))
+        self.wait_reply(
+            "RET_UNLINK",
+            |r| matches!(r, WireReply::RetUnlink { seqnum: s, .. } if *s == seqnum),
+        )
     }
 
     /// Reads for `d`, collecting whatever arrives.
@@ -221,7 +244,10 @@ impl Rig {
     pub fn wait_closed(&mut self) -> String {
         let deadline = std::time::Instant::now() + TIMEOUT;
         while self.vhci.is_connected() {
-            assert!(std::time::Instant::now() < deadline, "the driver did not close the connection");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the driver did not close the connection"
+            );
             self.vhci.pump(Duration::from_millis(50));
         }
         self.vhci.error().unwrap_or_default().to_string()
