@@ -714,3 +714,228 @@ fn reset_now(bus: &mut Bus) {
         bus.advance_to(end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Deterministic tests of the sans-IO link: one thread, a bus stepped by hand, the scripted
+    //! raw-gadget client stepped between inputs.
+    use super::*;
+    use rawgadget_loopback::scripted::{DeviceOp, DeviceScript, ScriptedDevice};
+    use rawgadget_loopback::Device;
+    use rawgadget_uapi::speed;
+    use rawgadget_usbip::{HostDecoder, HostPdu, HostStep, UrbShape};
+
+    struct Fixture {
+        bus: Bus,
+        dev: ScriptedDevice,
+        link: Link,
+        host: HostDecoder,
+        now: Instant,
+    }
+
+    impl Fixture {
+        /// A running, configured vendor loopback device on an attached link.
+        fn new(budget: Budget) -> Fixture {
+            let mut f = Fixture {
+                bus: Bus::with_personality(crate::usbip_personality(Speed::Super)),
+                dev: ScriptedDevice::new(DeviceScript::vendor_loopback(speed::USB_SPEED_HIGH)),
+                link: Link::attached(LinkConfig {
+                    budget,
+                    second_reset: false,
+                }),
+                host: HostDecoder::new(),
+                now: Instant::ZERO,
+            };
+            f.step();
+            f.link.attach(&mut f.bus, f.now);
+            f.step();
+            let set_config = f.control(1, [0, 9, 1, 0, 0, 0, 0, 0]);
+            f.input(&set_config).unwrap();
+            f.step();
+            f.link.collect(&mut f.bus).unwrap();
+            let replies = f.replies();
+            assert!(
+                matches!(replies[..], [HostPdu::RetSubmit { ref header, .. }] if header.status == 0)
+            );
+            assert_eq!(f.dev.configured, Some(1));
+            f
+        }
+        fn step(&mut self) {
+            while self.dev.step(&mut self.bus) {}
+        }
+        fn control(&mut self, seqnum: u32, setup: [u8; 8]) -> Vec<u8> {
+            self.submit(seqnum, 0, Direction::Out, 0, setup)
+        }
+        fn submit(
+            &mut self,
+            seqnum: u32,
+            ep: u8,
+            direction: Direction,
+            tbl: u32,
+            setup: [u8; 8],
+        ) -> Vec<u8> {
+            let header = CmdSubmitRepr {
+                seqnum,
+                devid: 0x0001_0002,
+                direction,
+                ep,
+                transfer_flags: 0,
+                transfer_buffer_length: tbl,
+                start_frame: 0,
+                number_of_packets: 0,
+                interval: 0,
+                setup,
+            };
+            self.host.submitted(seqnum, UrbShape::of(&header, false));
+            let data = match direction {
+                Direction::Out => vec![0x5a; tbl as usize],
+                Direction::In => Vec::new(),
+            };
+            DevicePdu::Submit(CmdSubmit {
+                header,
+                data,
+                iso_packets: Vec::new(),
+            })
+            .to_vec()
+        }
+        fn unlink(&mut self, seqnum: u32, target: u32) -> Vec<u8> {
+            DevicePdu::Unlink(CmdUnlinkRepr {
+                seqnum,
+                devid: 0x0001_0002,
+                unlink_seqnum: target,
+            })
+            .to_vec()
+        }
+        fn input(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+            self.link.handle_input(&mut self.bus, self.now, bytes)
+        }
+        /// Everything sent so far, decoded as vhci would.
+        fn replies(&mut self) -> Vec<HostPdu> {
+            let bytes = self.link.poll_transmit();
+            let mut rest = &bytes[..];
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                let (used, step) = self.host.decode(rest).expect("vhci accepts every reply");
+                rest = &rest[used..];
+                match step {
+                    HostStep::Pdu(p) => out.push(p),
+                    HostStep::NeedMore(n) => panic!("a reply cut short, {n} bytes missing"),
+                }
+            }
+            out
+        }
+    }
+
+    /// contract U10: a URB the controller gave back but the link had not collected yet is
+    /// answered first: RET_SUBMIT (status 0, its data), then RET_UNLINK 0.
+    #[test]
+    fn u10_unlink_racing_a_completion_answers_the_completion_first() {
+        let mut f = Fixture::new(Budget::LOCAL_VHCI);
+        let urb = f.submit(10, 1, Direction::In, 512, [0; 8]);
+        f.input(&urb).unwrap();
+        assert!(f.replies().is_empty());
+        f.dev.push_op(DeviceOp::Write {
+            address: 0x81,
+            data: vec![1; 20],
+            zero: false,
+        });
+        f.step(); // the controller gives the URB back; the link has not looked yet
+        let unlink = f.unlink(11, 10);
+        f.input(&unlink).unwrap();
+        let replies = f.replies();
+        match &replies[..] {
+            [HostPdu::RetSubmit { header, data, .. }, HostPdu::RetUnlink(u)] => {
+                assert_eq!((header.seqnum, header.status, data.len()), (10, 0, 20));
+                assert_eq!((u.seqnum, u.status), (11, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// contract U10, U14: after RET_UNLINK -ECONNRESET the link never answers that seqnum,
+    /// whatever the controller does later.
+    #[test]
+    fn u14_no_ret_submit_after_ret_unlink_econnreset() {
+        let mut f = Fixture::new(Budget::LOCAL_VHCI);
+        let urb = f.submit(10, 1, Direction::In, 512, [0; 8]);
+        f.input(&urb).unwrap();
+        let unlink = f.unlink(11, 10);
+        f.input(&unlink).unwrap();
+        let replies = f.replies();
+        assert!(matches!(&replies[..], [HostPdu::RetUnlink(u)] if u.status == -104));
+        f.host.forget(10);
+        f.dev.push_op(DeviceOp::Write {
+            address: 0x81,
+            data: vec![1; 20],
+            zero: false,
+        });
+        f.step();
+        f.link.collect(&mut f.bus).unwrap();
+        assert!(f.replies().is_empty());
+        assert_eq!(f.link.stats().swallowed, 1);
+        assert_eq!(f.link.in_flight(), 0);
+        assert_eq!(f.link.in_flight_bytes(), 0);
+    }
+
+    /// contract U25: replies the peer does not read are bounded too.
+    #[test]
+    fn u25_unwritten_replies_have_a_budget() {
+        let mut f = Fixture::new(Budget {
+            max_output_bytes: 100,
+            ..Budget::REMOTE
+        });
+        let mut bytes = Vec::new();
+        for i in 0..3 {
+            bytes.extend(f.unlink(100 + i, 5000 + i));
+        }
+        let e = f.input(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LinkError::Budget {
+                    what: "unwritten reply bytes",
+                    have: 144,
+                    max: 100
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    /// contract U25: the in-flight budget is released when URBs are answered.
+    #[test]
+    fn u25_budget_is_released_by_replies() {
+        let mut f = Fixture::new(Budget {
+            max_urbs: 1,
+            ..Budget::REMOTE
+        });
+        for seqnum in 10..20 {
+            let urb = f.submit(seqnum, 0, Direction::In, 18, [0x80, 6, 0, 1, 0, 0, 18, 0]);
+            f.input(&urb).unwrap();
+            f.step();
+            f.link.collect(&mut f.bus).unwrap();
+            assert_eq!(f.replies().len(), 1);
+            assert_eq!(f.link.in_flight(), 0);
+        }
+        // contract U22: the device descriptor read is cached
+        assert_eq!(f.link.device_descriptor().unwrap()[8..10], [0x6b, 0x1d]);
+    }
+
+    /// contract U20, D30: a lost connection powers the port off: DISCONNECT for the client,
+    /// nothing more on the wire, and no more input.
+    #[test]
+    fn u20_connection_lost_forgets_everything() {
+        let mut f = Fixture::new(Budget::LOCAL_VHCI);
+        let urb = f.submit(10, 1, Direction::In, 512, [0; 8]);
+        f.input(&urb).unwrap();
+        f.link.connection_lost(&mut f.bus, f.now);
+        f.step();
+        assert!(f
+            .dev
+            .event_types()
+            .contains(&rawgadget_uapi::event_type::USB_RAW_EVENT_DISCONNECT));
+        assert_eq!(f.link.in_flight(), 0);
+        assert!(!f.link.has_output());
+        assert_eq!(f.input(&urb), Err(LinkError::Closed));
+    }
+}
