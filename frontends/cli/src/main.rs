@@ -7,9 +7,14 @@
 //! - `rawgadget zero` runs Gadget Zero for Linux usbtest;
 //! - `rawgadget keyboard --text ...` runs a HID keyboard that types the text.
 //!
+//! `zero` and `keyboard` open the raw gadget node by default; with `--usbip-attach` or
+//! `--usbip-export [ADDR]` they run on the in-process engine and a USB/IP host instead (no
+//! gadget module; see the `usbip` module).
+//!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
 mod demo;
+mod usbip;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -18,7 +23,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rawgadget::{dummy_udc_eps, Gadget, Speed};
+use rawgadget::usbip::UsbipDevice;
+use rawgadget::{dummy_udc_eps, Gadget, InProcess, Speed};
 use rawgadget_devices::{
     gadget_zero, keyboard, Device, DeviceRunner, KeyboardConfig, Pattern, ZeroConfig,
 };
@@ -54,6 +60,8 @@ enum Command {
     Zero {
         #[command(flatten)]
         udc: UdcArgs,
+        #[command(flatten)]
+        usbip: usbip::UsbipArgs,
         /// Bytes per bulk request (rounded up to whole packets).
         #[arg(long, default_value_t = 32768)]
         req_size: usize,
@@ -65,6 +73,8 @@ enum Command {
     Keyboard {
         #[command(flatten)]
         udc: UdcArgs,
+        #[command(flatten)]
+        usbip: usbip::UsbipArgs,
         /// What to type (US layout, printable ASCII, \n and \t).
         #[arg(long)]
         text: String,
@@ -133,14 +143,16 @@ fn main() -> ExitCode {
         Command::Describe { device, speed } => describe(device, speed.into()),
         Command::Zero {
             udc,
+            usbip,
             req_size,
             pattern,
-        } => run_zero(&udc, req_size, pattern),
+        } => run_zero(&udc, &usbip, req_size, pattern),
         Command::Keyboard {
             udc,
+            usbip,
             text,
             exit_when_done,
-        } => run_keyboard(&udc, &text, exit_when_done),
+        } => run_keyboard(&udc, &usbip, &text, exit_when_done),
     };
     match result {
         Ok(code) => code,
@@ -218,13 +230,20 @@ fn print_device(out: &mut String, name: &str, dev: &Device, speed: Speed) {
 
 // ---- running devices ---------------------------------------------------------------------
 
-fn open_gadget(udc: &UdcArgs) -> Result<Gadget> {
-    let gadget = Gadget::builder()
+/// The gadget on the raw gadget node, or on the in-process engine with a USB/IP host.
+fn open_gadget(udc: &UdcArgs, usbip: &usbip::UsbipArgs) -> Result<(Gadget, Option<UsbipDevice>)> {
+    let builder = Gadget::builder()
         .driver(&udc.driver)
         .device(&udc.device)
-        .speed(udc.speed.into())
-        .open(&udc.node)?;
-    Ok(gadget)
+        .speed(udc.speed.into());
+    if usbip.enabled() {
+        let (backend, device) = InProcess::usbip(usbip::config());
+        let gadget = builder
+            .build(Arc::new(backend))
+            .context("INIT on the in-process engine")?;
+        return Ok((gadget, Some(device)));
+    }
+    Ok((builder.open(&udc.node)?, None))
 }
 
 /// Stops the event loop on SIGINT or SIGTERM, so the device shuts down cleanly.
@@ -244,9 +263,22 @@ fn stop_on_signals(gadget: &Gadget) -> Result<()> {
     Ok(())
 }
 
-fn run_device(udc: &UdcArgs, gadget: Gadget, device: Device) -> Result<()> {
+fn run_device(
+    udc: &UdcArgs,
+    gadget: Gadget,
+    device: Device,
+    usbip: Option<(&usbip::UsbipArgs, UsbipDevice)>,
+) -> Result<()> {
     stop_on_signals(&gadget)?;
-    DeviceRunner::new(gadget, device).run().map_err(|e| {
+    let transport = match usbip {
+        Some((args, dev)) => Some(usbip::start(args, dev, &gadget)?),
+        None => None,
+    };
+    let result = DeviceRunner::new(gadget, device).run();
+    if let Some(t) = transport {
+        t.finish()?;
+    }
+    result.map_err(|e| {
         let hint = match &e {
             rawgadget_devices::DeviceError::Gadget(rawgadget::Error::Op { op, errno })
                 if *op == "USB_RAW_IOCTL_RUN" && (errno.0 == 16 || errno.0 == 19) =>
@@ -263,7 +295,12 @@ fn run_device(udc: &UdcArgs, gadget: Gadget, device: Device) -> Result<()> {
     })
 }
 
-fn run_zero(udc: &UdcArgs, req_size: usize, pattern: u32) -> Result<ExitCode> {
+fn run_zero(
+    udc: &UdcArgs,
+    usbip: &usbip::UsbipArgs,
+    req_size: usize,
+    pattern: u32,
+) -> Result<ExitCode> {
     let pattern = Pattern::from_usbtest(pattern).context("pattern must be 0 or 1")?;
     if req_size == 0 || req_size > 4 << 20 {
         bail!("--req-size must be between 1 and 4194304 (raw gadget's transfer limit)");
@@ -274,9 +311,9 @@ fn run_zero(udc: &UdcArgs, req_size: usize, pattern: u32) -> Result<ExitCode> {
         req_size,
         pattern,
     });
-    let gadget = open_gadget(udc)?;
+    let (gadget, usbip_device) = open_gadget(udc, usbip)?;
     tracing::info!(udc = %udc.device, speed = speed.as_str(), req_size, ?pattern, "Gadget Zero");
-    run_device(udc, gadget, device)?;
+    run_device(udc, gadget, device, usbip_device.map(|d| (usbip, d)))?;
     let errors = stats.pattern_errors();
     eprintln!(
         "rawgadget zero: {} bytes sent, {} bytes received, {} pattern errors, {} failed transfers",
@@ -292,11 +329,16 @@ fn run_zero(udc: &UdcArgs, req_size: usize, pattern: u32) -> Result<ExitCode> {
     })
 }
 
-fn run_keyboard(udc: &UdcArgs, text: &str, exit_when_done: bool) -> Result<ExitCode> {
+fn run_keyboard(
+    udc: &UdcArgs,
+    usbip: &usbip::UsbipArgs,
+    text: &str,
+    exit_when_done: bool,
+) -> Result<ExitCode> {
     let (device, state) = keyboard(KeyboardConfig {
         text: text.to_string(),
     })?;
-    let gadget = open_gadget(udc)?;
+    let (gadget, usbip_device) = open_gadget(udc, usbip)?;
     tracing::info!(udc = %udc.device, chars = text.chars().count(), "HID keyboard");
     if exit_when_done {
         let (g, st) = (gadget.clone(), Arc::clone(&state));
@@ -307,7 +349,7 @@ fn run_keyboard(udc: &UdcArgs, text: &str, exit_when_done: bool) -> Result<ExitC
             g.stop_events();
         });
     }
-    run_device(udc, gadget, device)?;
+    run_device(udc, gadget, device, usbip_device.map(|d| (usbip, d)))?;
     eprintln!(
         "rawgadget keyboard: {}/{} reports delivered",
         state.reports_sent.load(Ordering::SeqCst),

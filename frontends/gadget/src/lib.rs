@@ -32,6 +32,8 @@
 //! - [`Backend`] (`backend`): the 16 ioctls in blocking form. Implemented by [`DeviceNode`]
 //!   (`node`, over `sys`, the only module with `unsafe`) and by [`mock::MockBackend`], a test
 //!   double; an in-process engine backend comes from another crate.
+//! - [`usbip`]: the in-process engine on a USB/IP transport ([`InProcess::usbip`]): attached to
+//!   this machine's vhci-hcd or exported over TCP.
 //!
 //! # Blocking only
 //! Every transfer blocks its thread, as raw gadget does: one thread for events, one per
@@ -54,6 +56,7 @@ pub mod inprocess;
 pub mod mock;
 mod node;
 pub mod sys;
+pub mod usbip;
 
 pub use backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 pub use cancel::{CancelHandle, Wake};
