@@ -58,6 +58,21 @@ fn cli_subcommands(cli: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Flags of `rawgadget keyboard` the bench uses when the CLI offers them: `--wait-for-led` makes the
+/// keyboard type only once the host turns an LED on, which the keyboard scenario does right after
+/// opening the evdev node (before that, only the VT's keyboard handler listens).
+pub fn keyboard_flags(cli: &Path) -> Vec<String> {
+    let out = Command::new(cli).args(["keyboard", "--help"]).output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    ["--wait-for-led"]
+        .iter()
+        .filter(|f| text.contains(*f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
 /// Builds `bench-guest` (required) and our `rawgadget` CLI (optional: its absence marks the
 /// substrates that need it as not run, with the reason).
 pub fn build(repo: &Path, cache: &Path) -> Result<(GuestBinaries, String)> {

@@ -97,6 +97,9 @@ struct Opts {
     write_docs: bool,
     #[arg(long, global = true)]
     no_docs: bool,
+    /// Extra arguments for `rawgadget keyboard`, comma-separated (e.g. a start delay).
+    #[arg(long, global = true, default_value = "")]
+    kb_args: String,
     /// Text the keyboard scenario types.
     #[arg(long, global = true, default_value = "Hello, rawgadget! 123")]
     text: String,
@@ -146,6 +149,8 @@ struct Prepared {
     initrd: PathBuf,
     cli_missing: String,
     has_cli: bool,
+    /// `rawgadget keyboard` flags the bench passes when the CLI has them.
+    keyboard_flags: Vec<String>,
     source_version: String,
 }
 
@@ -181,12 +186,18 @@ fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
         );
     }
     let has_cli = bins.cli.is_some() && cli_missing.is_empty();
+    let keyboard_flags = bins
+        .cli
+        .as_deref()
+        .map(bins::keyboard_flags)
+        .unwrap_or_default();
     let initrd = phases.time("initramfs", || initramfs::build(cache, &k, &ko, &bins))?;
     Ok(Prepared {
         kernel: k,
         initrd,
         cli_missing,
         has_cli,
+        keyboard_flags,
         source_version,
     })
 }
@@ -257,6 +268,16 @@ fn cmdline(s: &Scenario, opts: &Opts, prep: &Prepared) -> String {
             escape(&opts.substrates.join(","))
         ));
     }
+    let mut kb_args = prep.keyboard_flags.clone();
+    kb_args.extend(
+        opts.kb_args
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+    );
+    if !kb_args.is_empty() {
+        c.push_str(&format!(" rgbench.kb_args={}", escape(&kb_args.join(","))));
+    }
     if !opts.append.is_empty() {
         c.push(' ');
         c.push_str(&opts.append);
@@ -290,6 +311,7 @@ fn boot_once(
     let timeout = Duration::from_secs_f64(s.timeout_secs as f64 * opts.timeout_scale.max(0.1));
     let line = format!("{}{extra}", cmdline(s, opts, prep));
     let vmlinuz = prep.kernel.vmlinuz();
+    let mut early_crashes = 0;
     loop {
         eprintln!(
             "bench: booting {} under {} (timeout {:?}){extra}",
@@ -317,6 +339,20 @@ fn boot_once(
                 "QEMU exited before /init under -accel kvm -cpu host\n",
             )?;
             *accel = Accel::Tcg;
+            continue;
+        }
+        if out.boot_secs.is_none() && !out.timed_out && early_crashes < MAX_EARLY_CRASHES {
+            // Seen under TCG with -smp 2: the kernel dies before /init ("Oops: int3" while
+            // patching its own text). Nothing of the scenario ran yet, so boot again.
+            early_crashes += 1;
+            eprintln!(
+                "bench: the guest kernel died before /init (see {}); booting again ({early_crashes}/{MAX_EARLY_CRASHES})",
+                out.console_log.display()
+            );
+            let _ = fs::rename(
+                &out.console_log,
+                run_dir.join(format!("console-early-crash{early_crashes}.log")),
+            );
             continue;
         }
         let records = report::parse_records(&out.results);
@@ -416,6 +452,9 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
     }
     out
 }
+
+/// Boots that die before `/init` are retried this many times.
+const MAX_EARLY_CRASHES: usize = 2;
 
 /// Most boots one scenario may add to finish substrates that failed part-way.
 const MAX_RESUMES: usize = 3;

@@ -2,7 +2,7 @@
 //! on the gadget side typed what it was told, as the guest's HID stack (usbhid, hid-generic, evdev)
 //! received it.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -12,9 +12,22 @@ use anyhow::{anyhow, Result};
 
 /// `struct input_event` on 64-bit: a timeval, then type, code, value.
 const EVENT_SIZE: usize = 24;
+const EV_SYN: u16 = 0;
 const EV_KEY: u16 = 1;
+const EV_LED: u16 = 0x11;
+const SYN_REPORT: u16 = 0;
+const LED_NUML: u16 = 0;
 const KEY_LEFTSHIFT: u16 = 42;
 const KEY_RIGHTSHIFT: u16 = 54;
+
+/// One `struct input_event` with a zero timestamp (the kernel stamps injected events itself).
+fn input_event(ty: u16, code: u16, value: i32) -> [u8; EVENT_SIZE] {
+    let mut ev = [0u8; EVENT_SIZE];
+    ev[16..18].copy_from_slice(&ty.to_ne_bytes());
+    ev[18..20].copy_from_slice(&code.to_ne_bytes());
+    ev[20..24].copy_from_slice(&value.to_ne_bytes());
+    ev
+}
 
 /// The US-layout character of a key code, unshifted and shifted (`linux/input-event-codes.h`).
 pub fn key_char(code: u16) -> Option<(char, char)> {
@@ -93,7 +106,7 @@ pub fn wait_event_node(usb_sysfs: &Path, timeout: Duration) -> Result<PathBuf> {
                 usb_sysfs.display()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -105,7 +118,20 @@ pub fn read_text(
     idle: Duration,
     total: Duration,
 ) -> Result<String> {
-    let mut f = File::open(node)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node)?;
+    // Turn Num Lock on: the first LED change reaches the keyboard as a SET_REPORT, which a keyboard
+    // that waits for the host (rather than typing as soon as it is configured, when only the VT's
+    // keyboard handler is listening) can take as its cue.
+    {
+        use std::io::Write;
+        let mut events = Vec::with_capacity(2 * EVENT_SIZE);
+        events.extend_from_slice(&input_event(EV_LED, LED_NUML, 1));
+        events.extend_from_slice(&input_event(EV_SYN, SYN_REPORT, 0));
+        f.write_all(&events)?;
+    }
     let mut dec = KeyDecoder::default();
     let start = Instant::now();
     let mut last = Instant::now();
