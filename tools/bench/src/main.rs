@@ -395,13 +395,13 @@ struct Unfinished {
 
 /// Errors that mean the substrate went away under the case (a hang cut off by the watchdog, a
 /// device dropped by vhci) rather than a verdict of the case itself: worth one retry in a fresh boot.
-const RETRYABLE: &[&str] = &["timeout", "ENODEV", "ESHUTDOWN", "EPROTO"];
+const RETRYABLE: &[&str] = &["timeout", "ENODEV", "ENOENT", "ESHUTDOWN", "EPROTO"];
 
-/// Substrates that failed part-way (some cases reported, then the substrate failed) and the
-/// requested cases they did not reach, plus the case they failed in when its error is
-/// [`RETRYABLE`] and it was not retried yet.
+/// Substrates that failed part-way (some cases reported, then the substrate failed), with the
+/// requested cases still to run: from the first case that ended in a [`RETRYABLE`] error (run again,
+/// once) or else from the first case not reached.
 fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) -> Vec<Unfinished> {
-    let mut out = Vec::new();
+    let mut out: Vec<Unfinished> = Vec::new();
     for r in records {
         let Record::Substrate {
             substrate,
@@ -411,8 +411,11 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
         else {
             continue;
         };
+        if out.iter().any(|u| &u.substrate == substrate) {
+            continue;
+        }
         let mut done: Vec<u32> = Vec::new();
-        let mut last_error: Option<(u32, String)> = None;
+        let mut first_gone: Option<u32> = None;
         for r in records {
             if let Record::Usbtest {
                 substrate: s,
@@ -421,28 +424,47 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
                 ..
             } = r
             {
-                if s == substrate {
-                    done.push(params.case);
-                    last_error = match runs.last() {
-                        Some(RunOutcome::Error(e)) => Some((params.case, e.clone())),
-                        _ => None,
-                    };
+                if s != substrate {
+                    continue;
+                }
+                done.push(params.case);
+                if let Some(RunOutcome::Error(e)) = runs.last() {
+                    if first_gone.is_none() && RETRYABLE.contains(&e.as_str()) {
+                        first_gone = Some(params.case);
+                    }
                 }
             }
         }
         if done.is_empty() {
             continue;
         }
-        let mut left: Vec<u32> = Vec::new();
-        let mut retry = None;
-        if let Some((case, e)) = last_error {
-            if RETRYABLE.contains(&e.as_str()) && !retried.contains(&(substrate.clone(), case)) {
-                left.push(case);
-                retry = Some(case);
+        // Everything from the first case the device was lost in is a consequence of the loss.
+        let (retry, left): (Option<u32>, Vec<u32>) = match first_gone {
+            Some(case) if !retried.contains(&(substrate.clone(), case)) => {
+                let from = done.iter().position(|c| *c == case).unwrap_or(0);
+                let mut left: Vec<u32> = done[from..].to_vec();
+                left.extend(requested.iter().copied().filter(|c| !done.contains(c)));
+                (Some(case), left)
             }
-        }
-        left.extend(requested.iter().copied().filter(|c| !done.contains(c)));
-        if !left.is_empty() && !out.iter().any(|u: &Unfinished| &u.substrate == substrate) {
+            Some(case) => {
+                let from = done
+                    .iter()
+                    .position(|c| *c == case)
+                    .map_or(done.len(), |i| i + 1);
+                let mut left: Vec<u32> = done[from..].to_vec();
+                left.extend(requested.iter().copied().filter(|c| !done.contains(c)));
+                (None, left)
+            }
+            None => (
+                None,
+                requested
+                    .iter()
+                    .copied()
+                    .filter(|c| !done.contains(c))
+                    .collect(),
+            ),
+        };
+        if !left.is_empty() {
             out.push(Unfinished {
                 substrate: substrate.clone(),
                 left,

@@ -137,8 +137,12 @@ impl Collected {
                     runs,
                     ..
                 } => {
-                    self.cells
-                        .insert((substrate.clone(), params.case), Cell::from_runs(runs));
+                    let key = (substrate.clone(), params.case);
+                    // A case run again in a fresh boot: keep the first result visible.
+                    if let Some(old) = self.cells.get(&key) {
+                        self.retried.insert(key.clone(), old.render());
+                    }
+                    self.cells.insert(key, Cell::from_runs(runs));
                     self.params
                         .insert((substrate.clone(), params.case), *params);
                 }
@@ -438,6 +442,26 @@ mod tests {
         assert_eq!(get(5), "ok");
         assert_eq!(get(1), "SLOWER");
         assert_eq!(get(11), "excluded (T7)");
+    }
+
+    #[test]
+    fn a_retried_case_shows_its_first_result_too() {
+        let c = collected(&[
+            (
+                "b'",
+                11,
+                vec![RunOutcome::Pass(0.1), RunOutcome::Error("ENODEV".into())],
+            ),
+            ("b'", 11, vec![RunOutcome::Pass(0.2); 5]),
+        ]);
+        let t = table(&c);
+        let row = t.lines().find(|l| l.starts_with("| 11 ")).unwrap();
+        assert!(
+            row.contains(
+                "0.200 (0.200–0.200) (retried in a new boot; first: ENODEV after 1 passes)"
+            ),
+            "{row}"
+        );
     }
 
     #[test]

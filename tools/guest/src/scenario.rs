@@ -267,6 +267,9 @@ fn probe(_p: &Params, rep: &Reporter) -> Result<i32> {
 /// UDC) so the kernel fails the stuck URBs and usbtest returns. Returns what it did.
 pub type OnHang<'a> = &'a mut dyn FnMut() -> String;
 
+/// Errors after which the device is gone (or going): the substrate's matrix stops there.
+const DEVICE_LOST: &[&str] = &["ENODEV", "ENOENT", "ESHUTDOWN"];
+
 /// One usbtest ioctl in its own thread, so that a hang (usbtest waits without a timeout in some
 /// cases, e.g. 10) can be noticed. `Err(rx)` when it did not return in time.
 fn run_case_watched(
@@ -327,10 +330,12 @@ fn usbtest_matrix(
         let params = usbtest::case_params(case, count);
         let mut outcomes = Vec::new();
         let mut hung = None;
+        let mut lost = false;
         for _ in 0..runs {
             match run_case_watched(&devnode, params, case_timeout) {
                 Ok(Ok(d)) => outcomes.push(RunOutcome::Pass(d.as_secs_f64())),
                 Ok(Err(e)) => {
+                    lost = DEVICE_LOST.contains(&e.as_str());
                     outcomes.push(RunOutcome::Error(e));
                     // A failing case fails the same way again; do not spend the time budget on it.
                     break;
@@ -362,8 +367,8 @@ fn usbtest_matrix(
             };
             bail!("case {case} hung for more than {case_timeout:?}; {action}; {after}");
         }
-        if !dev.present() {
-            bail!("device vanished during case {case}");
+        if lost || !dev.present() {
+            bail!("device lost during case {case}");
         }
     }
     Ok(())
