@@ -11,7 +11,10 @@
 //!   for, exactly once (U14);
 //! - the unlink races of U10: RET_UNLINK `-ECONNRESET` for a URB that moved nothing (and then
 //!   no RET_SUBMIT for it, ever), RET_SUBMIT with the partial data then RET_UNLINK 0 for one
-//!   that made progress, RET_UNLINK 0 for one already answered or never seen;
+//!   that made progress, RET_UNLINK 0 for one already answered;
+//! - a CMD_UNLINK that overtook its own CMD_SUBMIT on the wire (see [`Link::handle_input`]):
+//!   held until the CMD_SUBMIT arrives, which is then answered RET_UNLINK `-ECONNRESET` and
+//!   never reaches the controller;
 //! - the byte budgets of U25 (URBs in flight, replies not yet written), which close the
 //!   connection when exceeded instead of stalling the reader;
 //! - the synthesized bus reset of an attach or import (U5, U24) and the loss of the
@@ -61,7 +64,8 @@ pub const USBIP_URB_ZERO_PACKET: u32 = 0x0040;
 pub struct Budget {
     /// Per-PDU limits of the decoder (`transfer_buffer_length`, iso packet count).
     pub limits: Limits,
-    /// Most URBs in flight (submitted, not yet answered).
+    /// Most URBs in flight (submitted, not yet answered), CMD_UNLINKs waiting for their
+    /// CMD_SUBMIT included.
     pub max_urbs: usize,
     /// Most bytes held for URBs in flight: for each, its 48-byte header, its OUT data or IN
     /// room (`transfer_buffer_length`) and its iso descriptors.
@@ -176,6 +180,9 @@ pub struct LinkStats {
     pub ret_unlinks: u64,
     /// URBs given back after a RET_UNLINK `-ECONNRESET` and therefore not answered (U10).
     pub swallowed: u64,
+    /// CMD_SUBMITs whose CMD_UNLINK had arrived first: answered RET_UNLINK `-ECONNRESET`, never
+    /// submitted.
+    pub unlinked_before_submit: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -188,6 +195,10 @@ pub struct Link {
     in_flight: HashMap<u32, InFlight>,
     by_urb: HashMap<UrbId, u32>,
     in_flight_bytes: u64,
+    /// The newest CMD_SUBMIT seqnum seen (vhci counts up, `vhci_hcd.c`, `atomic_inc_return`).
+    newest_seqnum: Option<u32>,
+    /// CMD_UNLINKs whose target has not arrived yet, by target seqnum.
+    early_unlinks: HashMap<u32, CmdUnlinkRepr>,
     out: Vec<u8>,
     request: Option<OpRequest>,
     closed: bool,
@@ -215,6 +226,8 @@ impl Link {
             in_flight: HashMap::new(),
             by_urb: HashMap::new(),
             in_flight_bytes: 0,
+            newest_seqnum: None,
+            early_unlinks: HashMap::new(),
             out: Vec::new(),
             request: None,
             closed: false,
@@ -314,6 +327,7 @@ impl Link {
         }
         self.in_flight.clear();
         self.by_urb.clear();
+        self.early_unlinks.clear();
         self.in_flight_bytes = 0;
         self.out.clear();
     }
@@ -323,6 +337,16 @@ impl Link {
 
     /// Bytes read from the socket, in order. Decodes and handles every whole PDU, then
     /// collects replies ([`Link::collect`]).
+    ///
+    /// A CMD_UNLINK may arrive before the CMD_SUBMIT it names: vhci queues submits and unlinks
+    /// on two lists and its tx thread sends the submits first, then the unlinks, so an unlink
+    /// queued while the thread is between the two lists overtakes a submit queued just before
+    /// it (`vhci_tx.c:220-233`). Answering RET_UNLINK 0 at once, as the kernel's own stub does
+    /// (`stub_rx.c:272-281`), makes vhci give the URB back, and the RET_SUBMIT that follows is
+    /// for a seqnum it no longer knows, which tears the device down (U14; seen with usbtest
+    /// case 12). So an unlink of a seqnum newer than any submit seen is held until that submit
+    /// arrives; the submit is then answered RET_UNLINK `-ECONNRESET` (U10: pending, no
+    /// progress) and never reaches the controller.
     ///
     /// # Errors
     /// Any [`LinkError`]: the shell closes the connection and calls
@@ -348,7 +372,7 @@ impl Link {
                     self.request = Some(request);
                 }
                 DeviceEvent::Pdu(DevicePdu::Submit(submit)) => self.handle_submit(bus, submit)?,
-                DeviceEvent::Pdu(DevicePdu::Unlink(unlink)) => self.handle_unlink(bus, unlink),
+                DeviceEvent::Pdu(DevicePdu::Unlink(unlink)) => self.handle_unlink(bus, unlink)?,
             }
         }
         debug_assert!(input.is_empty(), "the decoder consumes all input or fails");
@@ -376,11 +400,24 @@ impl Link {
         if self.in_flight.contains_key(&cmd.seqnum) {
             return Err(LinkError::DuplicateSeqnum(cmd.seqnum));
         }
+        if self.newest_seqnum.map_or(true, |n| is_newer(cmd.seqnum, n)) {
+            self.newest_seqnum = Some(cmd.seqnum);
+        }
+        // its CMD_UNLINK came first (see `handle_input`): pending, no progress (U10)
+        if let Some(unlink) = self.early_unlinks.remove(&cmd.seqnum) {
+            tracing::debug!(
+                seqnum = cmd.seqnum,
+                "CMD_SUBMIT after its CMD_UNLINK: RET_UNLINK -ECONNRESET"
+            );
+            self.stats.unlinked_before_submit += 1;
+            self.push_ret_unlink(RetUnlink::unlinked(&unlink));
+            return Ok(());
+        }
         // contract U25: the budgets
         let cost = USBIP_HEADER_LEN as u64
             + u64::from(cmd.transfer_buffer_length)
             + iso_packets.len() as u64 * USBIP_ISO_PACKET_LEN as u64;
-        if self.in_flight.len() >= self.config.budget.max_urbs {
+        if self.in_flight.len() + self.early_unlinks.len() >= self.config.budget.max_urbs {
             return Err(LinkError::Budget {
                 what: "URBs in flight",
                 have: self.in_flight.len() as u64 + 1,
@@ -457,20 +494,39 @@ impl Link {
 
     /// One CMD_UNLINK (contract U10). Replies already due go first, so a target the
     /// controller has given back counts as answered.
-    fn handle_unlink(&mut self, bus: &mut Bus, unlink: CmdUnlinkRepr) {
+    fn handle_unlink(&mut self, bus: &mut Bus, unlink: CmdUnlinkRepr) -> Result<(), LinkError> {
         self.stats.unlinks += 1;
         self.drain_completions(bus);
         let target = unlink.unlink_seqnum;
         let Some(f) = self.in_flight.get_mut(&target) else {
-            // already answered, or never submitted: vhci only logs an unknown RET_UNLINK
-            // (U14, `vhci_rx.c:147-152`)
+            let ahead = self.newest_seqnum.map_or(true, |n| is_newer(target, n));
+            if ahead && !self.early_unlinks.contains_key(&target) {
+                // it overtook its CMD_SUBMIT (see `handle_input`); counted as a URB (U25)
+                let have = self.in_flight.len() + self.early_unlinks.len() + 1;
+                if have > self.config.budget.max_urbs {
+                    return Err(LinkError::Budget {
+                        what: "URBs in flight",
+                        have: have as u64,
+                        max: self.config.budget.max_urbs as u64,
+                    });
+                }
+                tracing::debug!(
+                    seqnum = unlink.seqnum,
+                    target,
+                    "CMD_UNLINK before its CMD_SUBMIT: held"
+                );
+                self.early_unlinks.insert(target, unlink);
+                return Ok(());
+            }
+            // already answered: vhci only logs an unknown RET_UNLINK (U14,
+            // `vhci_rx.c:147-152`)
             tracing::debug!(
                 seqnum = unlink.seqnum,
                 target,
                 "CMD_UNLINK of a URB not in flight"
             );
             self.push_ret_unlink(RetUnlink::already_answered(&unlink));
-            return;
+            return Ok(());
         };
         if f.unlinking != Unlinking::No {
             // a second unlink of one URB: the first one settles it
@@ -480,7 +536,7 @@ impl Link {
                 "CMD_UNLINK of a URB already being unlinked"
             );
             self.push_ret_unlink(RetUnlink::already_answered(&unlink));
-            return;
+            return Ok(());
         }
         let progress = bus.controller().urb_progress(f.urb).unwrap_or(0);
         let urb = f.urb;
@@ -510,6 +566,7 @@ impl Link {
                 "unlinked after progress: RET_SUBMIT then RET_UNLINK 0"
             );
         }
+        Ok(())
     }
 
     // ----------------------------------------------------------------------------------------
@@ -683,6 +740,12 @@ impl Link {
         self.out.resize(start + r.buffer_len(), 0);
         r.emit(&mut self.out[start..]);
     }
+}
+
+/// Whether seqnum `a` comes after `b` in vhci's counting (serial-number arithmetic, so that a
+/// wrap at 2^32 keeps the order).
+fn is_newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// The iso URB for these descriptors (contract I6).
@@ -885,8 +948,9 @@ mod tests {
             ..Budget::REMOTE
         });
         let mut bytes = Vec::new();
-        for i in 0..3 {
-            bytes.extend(f.unlink(100 + i, 5000 + i));
+        // targets already answered (the SET_CONFIGURATION was seqnum 1): RET_UNLINK 0 each
+        for (i, target) in [0, 1, 1].into_iter().enumerate() {
+            bytes.extend(f.unlink(100 + i as u32, target));
         }
         let e = f.input(&bytes).unwrap_err();
         assert!(
@@ -900,6 +964,78 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// contract U10, U14: a CMD_UNLINK that overtook its CMD_SUBMIT (vhci's tx thread sends
+    /// its unlink list after its submit list) is held; the submit is then answered RET_UNLINK
+    /// -ECONNRESET and never reaches the controller, so no RET_SUBMIT can follow for it.
+    #[test]
+    fn u10_unlink_overtaking_its_submit_is_held() {
+        let mut f = Fixture::new(Budget::LOCAL_VHCI);
+        let unlink = f.unlink(11, 10);
+        f.input(&unlink).unwrap();
+        assert!(f.replies().is_empty(), "held until the submit arrives");
+        let urb = f.submit(10, 2, Direction::Out, 64, [0; 8]);
+        f.dev.push_op(DeviceOp::Read {
+            address: 0x02,
+            length: 512,
+        });
+        f.step();
+        f.input(&urb).unwrap();
+        f.step();
+        f.link.collect(&mut f.bus).unwrap();
+        let replies = f.replies();
+        assert!(
+            matches!(&replies[..], [HostPdu::RetUnlink(u)] if u.seqnum == 11 && u.status == -104),
+            "{replies:?}"
+        );
+        assert!(
+            f.dev.io_results.is_empty(),
+            "the client never saw the URB's data"
+        );
+        assert_eq!(f.link.stats().unlinked_before_submit, 1);
+        assert_eq!(f.link.in_flight(), 0);
+        // an unlink of an older, answered seqnum is answered at once
+        let old = f.unlink(12, 1);
+        f.input(&old).unwrap();
+        assert!(
+            matches!(&f.replies()[..], [HostPdu::RetUnlink(u)] if u.seqnum == 12 && u.status == 0)
+        );
+    }
+
+    /// contract U25: held unlinks count against the URB budget.
+    #[test]
+    fn u25_held_unlinks_are_budgeted() {
+        let mut f = Fixture::new(Budget {
+            max_urbs: 4,
+            ..Budget::REMOTE
+        });
+        let mut bytes = Vec::new();
+        for i in 0..5 {
+            bytes.extend(f.unlink(100 + i, 1000 + i));
+        }
+        let e = f.input(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LinkError::Budget {
+                    what: "URBs in flight",
+                    have: 5,
+                    max: 4
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    /// Seqnum order survives the wrap at 2^32.
+    #[test]
+    fn seqnum_order_wraps() {
+        assert!(is_newer(1, 0));
+        assert!(!is_newer(0, 1));
+        assert!(is_newer(3, u32::MAX - 2));
+        assert!(!is_newer(u32::MAX, 30));
+        assert!(!is_newer(7, 7));
     }
 
     /// contract U25: the in-flight budget is released when URBs are answered.
