@@ -698,8 +698,10 @@ impl Inner {
         let Some(t) = lock(&slot.pending).remove(&id) else {
             return;
         };
-        self.reply_result(&t, r);
+        // forgotten before the reply: an interrupt in between is answered EAGAIN and comes
+        // back once the reply is in (or finds no request), so it never cancels a reused id
         lock(&self.inflight).remove(&t.unique);
+        self.reply_result(&t, r);
     }
 
     // ----------------------------------------------------------------------------------------
