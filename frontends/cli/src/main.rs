@@ -14,6 +14,7 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
 mod demo;
+mod serve;
 mod usbip;
 
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve /dev/raw-gadget without the kernel module (CUSE; root, `modprobe cuse vhci-hcd`).
+    Serve(serve::ServeArgs),
     /// Run the keyboard and Gadget Zero against the in-process host (the default command).
     Demo {
         /// The speed the devices ask for.
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         speed: SpeedArg::High,
     });
     let result = match command {
+        Command::Serve(args) => serve::run(args),
         Command::Demo { speed } => demo::run(speed.into()).map(|()| ExitCode::SUCCESS),
         Command::Describe { device, speed } => describe(device, speed.into()),
         Command::Zero {
