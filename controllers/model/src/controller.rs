@@ -29,6 +29,7 @@
 
 mod control;
 mod enable;
+mod iso;
 mod port;
 mod transfer;
 
@@ -126,6 +127,10 @@ struct UrbState {
     new_control: bool,
     /// `urb->unlinked`: the status it will be given back with (contract D26).
     unlinked: Option<Errno>,
+    /// Iso URBs under [`IsoRule::Schedule`]: when the URB reached the head of its endpoint
+    /// (contract I5), and the next packet slot to serve.
+    iso_start: Option<Instant>,
+    iso_next: u32,
 }
 
 impl UrbState {
@@ -416,6 +421,8 @@ impl Controller {
             flags: urb.flags,
             new_control,
             unlinked: None,
+            iso_start: None,
+            iso_next: 0,
         });
         self.run();
         id
@@ -626,6 +633,13 @@ impl Controller {
                 let status = match &self.urbs[i].kind {
                     UrbKind::Isochronous { .. } => match self.personality.iso {
                         IsoRule::Reject => Some(Err(Errno::EINVAL)),
+                        // contract I5, I6: packet slots on time, never a NAK
+                        IsoRule::Schedule => {
+                            let period = self.iso_period(k);
+                            let (eps, urbs, out) =
+                                (&mut self.eps, &mut self.urbs, &mut self.gadget_out);
+                            iso::service(&mut eps[k], &mut urbs[i], out, self.now, period)
+                        }
                     },
                     // contract D12: interrupt is serviced like bulk; control data stages too
                     // (contract D18)
@@ -647,6 +661,31 @@ impl Controller {
             }
             break;
         }
+    }
+
+    /// The service period of endpoint `k` (contract I5); ep0 and non-iso endpoints have none
+    /// that matters, and get one frame.
+    fn iso_period(&self, k: usize) -> core::time::Duration {
+        match self.eps[k].desc {
+            Some(desc) => iso::period(self.speed, &desc),
+            None => core::time::Duration::from_millis(1),
+        }
+    }
+
+    /// The earliest packet slot or end of an iso URB at the head of its endpoint
+    /// (contract I5), for [`Controller::poll_timeout`].
+    pub(super) fn iso_deadline(&self) -> Option<Instant> {
+        if self.personality.iso != IsoRule::Schedule {
+            return None;
+        }
+        self.urbs
+            .iter()
+            .filter(|u| u.iso_start.is_some() && u.unlinked.is_none())
+            .filter_map(|u| {
+                let k = self.find_endpoint(u.endpoint)?;
+                iso::deadline(u, self.iso_period(k))
+            })
+            .min()
     }
 
     /// Removes URB `i` for a moment, to borrow it beside `self`.

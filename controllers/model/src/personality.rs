@@ -31,6 +31,10 @@ pub enum IsoRule {
     /// (`dummy_hcd.c:1983-1995`). dummy has no iso endpoints (D1), so in practice they get
     /// EPROTO first (D24).
     Reject,
+    /// The iso-capable personality (contract I5, I6): an iso URB of N packets on an endpoint
+    /// with period P completes at its start + N·P whether or not the client queued requests;
+    /// each packet slot takes the request at the head of the queue. Never NAKs.
+    Schedule,
 }
 
 /// ep0's maxpacket at SuperSpeed (contract D4).
@@ -93,6 +97,25 @@ impl Personality {
         }
     }
 
+    /// The iso-capable personality of contract §4, modelled on usbip-vudc (`vudc_dev.c`):
+    /// 30 endpoints `ep1out`, `ep1in` … `ep15in`, each bulk+int+iso in one direction with a
+    /// fixed address (I2); no name or speed checks at enable (I3); no FIFO emulation and no
+    /// SuperSpeed (I4); iso URBs scheduled on time (I5, I6). Names `usbip-vudc`/`usbip-vudc.N`.
+    pub fn vudc() -> Personality {
+        Personality {
+            driver_name: "usbip-vudc".to_string(),
+            endpoints: vudc_endpoints(),
+            // contract I2: vudc_dev.c:605
+            max_speed: Speed::High,
+            ss_ep0_maxpacket: SsEp0Maxpacket::DummyNine,
+            in_fifo: None,
+            enable_rules: EnableRules::MatchOnly,
+            iso: IsoRule::Schedule,
+            reset_time: Duration::from_millis(50),
+            resume_time: Duration::from_millis(20),
+        }
+    }
+
     /// The maxpacket ep0 uses at `speed` once the port is enabled (contract D4).
     pub fn ep0_maxpacket(&self, speed: Speed) -> u32 {
         match speed {
@@ -104,6 +127,29 @@ impl Personality {
             _ => 64,
         }
     }
+}
+
+/// usbip-vudc's 30 non-control endpoints in list order (contract I2, `vudc_dev.c:513-560`):
+/// `ep<n>out` then `ep<n>in` for n = 1..=15, every type in one direction, `maxpacket_limit`
+/// 65535 (`usb_ep_set_maxpacket_limit(~0)`), `max_streams` 16.
+pub fn vudc_endpoints() -> Vec<UdcEndpoint> {
+    use rawgadget_uapi::UsbRawEpCaps;
+    const OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, true, true, true, false, true);
+    const IN: UsbRawEpCaps = UsbRawEpCaps::new(false, true, true, true, true, false);
+    (1..=15)
+        .flat_map(|n| {
+            [
+                (alloc::format!("ep{n}out"), OUT),
+                (alloc::format!("ep{n}in"), IN),
+            ]
+        })
+        .map(|(name, caps)| UdcEndpoint {
+            name,
+            caps,
+            maxpacket_limit: 65535,
+            max_streams: 16,
+        })
+        .collect()
 }
 
 /// dummy_udc's 24 non-control endpoints in list order (contract D1, `dummy_hcd.c:142-218`;

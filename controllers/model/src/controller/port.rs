@@ -208,17 +208,25 @@ impl Controller {
         if changed {
             self.set_link_state();
             self.run();
+        } else if self.iso_deadline().is_some_and(|t| t <= self.now) {
+            // contract I5: an iso packet slot or URB end has come
+            self.run();
         }
     }
 
     /// When the model next needs [`Controller::handle_timeout`]: the end of a reset or of
-    /// resume signalling. URB timeouts are the host's business.
+    /// resume signalling, or an iso packet slot (contract I5). URB timeouts are the host's
+    /// business.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.port.reset_done_at, self.port.resume_done_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.port.reset_done_at,
+            self.port.resume_done_at,
+            self.iso_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// dummy's `set_link_state` + `set_link_state_by_speed`: recomputes the connection from
