@@ -54,6 +54,16 @@ pub fn usbip_personality(max_speed: Speed) -> Personality {
     }
 }
 
+/// The iso-capable personality (contract §4: usbip-vudc's 30 endpoints, iso URBs served on
+/// time, maximum speed HIGH) as a USB/IP device uses it: a port reset takes no time (see
+/// [`usbip_personality`]). Its UDC names are `usbip-vudc` / `usbip-vudc.0`.
+pub fn usbip_iso_personality() -> Personality {
+    Personality {
+        reset_time: Duration::ZERO,
+        ..Personality::vudc()
+    }
+}
+
 /// Shared state of a device's connections.
 #[derive(Debug, Default)]
 struct Connections {

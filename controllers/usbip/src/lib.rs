@@ -38,7 +38,9 @@ pub mod fake_vhci;
 pub mod link;
 pub mod vhci;
 
-pub use device::{usbip_personality, ConnectError, NotReady, UsbipConfig, UsbipDevice};
+pub use device::{
+    usbip_iso_personality, usbip_personality, ConnectError, NotReady, UsbipConfig, UsbipDevice,
+};
 pub use driver::{Clock, ConnectionEnd, ConnectionHandle, Stream};
 pub use export::{export_tcp, Export, ExportError, ExportOptions, NO_AUTH_WARNING};
 pub use link::{Budget, Link, LinkConfig, LinkError, LinkStats};

@@ -236,18 +236,24 @@ fn print_device(out: &mut String, name: &str, dev: &Device, speed: Speed) {
 
 /// The gadget on the raw gadget node, or on the in-process engine with a USB/IP host.
 fn open_gadget(udc: &UdcArgs, usbip: &usbip::UsbipArgs) -> Result<(Gadget, Option<UsbipDevice>)> {
-    let builder = Gadget::builder()
-        .driver(&udc.driver)
-        .device(&udc.device)
-        .speed(udc.speed.into());
     if usbip.enabled() {
-        let (backend, device) = InProcess::usbip(usbip::config());
+        let (driver, device_name) = usbip::udc_names(usbip, &udc.driver, &udc.device);
+        let builder = Gadget::builder()
+            .driver(driver)
+            .device(device_name)
+            .speed(udc.speed.into());
+        let (backend, device) = InProcess::usbip(usbip::config(usbip));
         let gadget = builder
             .build(Arc::new(backend))
             .context("INIT on the in-process engine")?;
         return Ok((gadget, Some(device)));
     }
-    Ok((builder.open(&udc.node)?, None))
+    let gadget = Gadget::builder()
+        .driver(&udc.driver)
+        .device(&udc.device)
+        .speed(udc.speed.into())
+        .open(&udc.node)?;
+    Ok((gadget, None))
 }
 
 /// Stops the event loop on SIGINT or SIGTERM, so the device shuts down cleanly.

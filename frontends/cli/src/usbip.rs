@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use rawgadget::usbip::{
-    AttachOptions, Export, ExportOptions, UsbipConfig, UsbipDevice, VhciSysfs, NO_AUTH_WARNING,
+    usbip_iso_personality, AttachOptions, Export, ExportOptions, UsbipConfig, UsbipDevice,
+    VhciSysfs, NO_AUTH_WARNING,
 };
 use rawgadget::Gadget;
 
@@ -45,6 +46,12 @@ pub struct UsbipArgs {
     /// The busid the export lists and imports the device under.
     #[arg(long, default_value = "1-1", value_name = "BUSID")]
     pub usbip_busid: String,
+    /// Use the iso-capable controller (usbip-vudc's endpoint list, iso transfers served on
+    /// time, high speed at most) instead of dummy_udc's, so Gadget Zero offers its iso
+    /// altsetting (usbtest with alt=1). The UDC names become usbip-vudc / usbip-vudc.0 unless
+    /// --driver / --device say otherwise.
+    #[arg(long)]
+    pub usbip_iso: bool,
     /// vhci_hcd.0's sysfs directory (for tests).
     #[arg(long, hide = true, default_value = rawgadget_usbip_udc::vhci::VHCI_SYSFS)]
     pub usbip_vhci_sysfs: PathBuf,
@@ -161,7 +168,23 @@ impl Transport {
 }
 
 /// The configuration of the USB/IP device: the dummy personality with SuperSpeed available
-/// (vhci has a SuperSpeed hub; the gadget's `--speed` still decides).
-pub fn config() -> UsbipConfig {
-    UsbipConfig::default()
+/// (vhci has a SuperSpeed hub; the gadget's `--speed` still decides), or the iso-capable one.
+pub fn config(args: &UsbipArgs) -> UsbipConfig {
+    if args.usbip_iso {
+        UsbipConfig {
+            personality: usbip_iso_personality(),
+            ..UsbipConfig::default()
+        }
+    } else {
+        UsbipConfig::default()
+    }
+}
+
+/// The UDC names INIT uses: the iso personality's unless the user chose others.
+pub fn udc_names<'a>(args: &UsbipArgs, driver: &'a str, device: &'a str) -> (&'a str, &'a str) {
+    if args.usbip_iso && driver == "dummy_udc" && device == "dummy_udc.0" {
+        ("usbip-vudc", "usbip-vudc.0")
+    } else {
+        (driver, device)
+    }
 }

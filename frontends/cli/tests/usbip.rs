@@ -229,3 +229,77 @@ fn usbip_export_beyond_loopback_needs_the_flag() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: USB/IP has no authentication"));
 }
+
+/// `--usbip-iso`: Gadget Zero on the iso-capable personality offers its iso altsetting; after
+/// SET_INTERFACE(1) iso IN carries the source's data and iso OUT feeds the sink (contract §4).
+#[test]
+fn zero_iso_over_usbip_export() {
+    use rawgadget_udc::{IsoPacket, Urb, UrbKind};
+    let mut child = spawn(&[
+        "zero",
+        "--usbip-export",
+        "127.0.0.1:0",
+        "--usbip-iso",
+        "--pattern",
+        "0",
+    ]);
+    let addr = export_addr(&mut child);
+    let mut vhci = import_host(addr);
+    let mut host = Host::new(HostConfig::default());
+    host.enumerate(&mut vhci)
+        .expect("enumerate Gadget Zero over USB/IP");
+    let config = host.recording().configs[0].clone();
+    // the iso endpoints of altsetting 1
+    let iso: Vec<(u8, u16)> = config
+        .windows(7)
+        .filter(|w| w[0] == 7 && w[1] == 5 && w[3] & 3 == 1)
+        .map(|w| (w[2], u16::from_le_bytes([w[4], w[5]])))
+        .collect();
+    assert_eq!(
+        iso.len(),
+        2,
+        "iso OUT and IN on altsetting 1: {config:02x?}"
+    );
+    host.control_out(&mut vhci, 0x01, 11, 1, 0, &[])
+        .expect("SET_INTERFACE(0, 1)");
+    let (in_ep, mp) = *iso.iter().find(|(a, _)| a & 0x80 != 0).unwrap();
+    let (out_ep, _) = *iso.iter().find(|(a, _)| a & 0x80 == 0).unwrap();
+    let mp = u32::from(mp & 0x7ff);
+    let urb = |endpoint: u8, fill: u8| Urb {
+        endpoint,
+        kind: UrbKind::Isochronous {
+            packets: (0..8)
+                .map(|i| IsoPacket {
+                    offset: i * mp,
+                    length: mp,
+                    ..Default::default()
+                })
+                .collect(),
+        },
+        buffer: vec![fill; (8 * mp) as usize],
+        flags: UrbFlags::default(),
+    };
+    let mut got = 0;
+    for _ in 0..4 {
+        let id = host.submit(&mut vhci, urb(in_ep, 0xee));
+        let r = host
+            .wait(&mut vhci, id, TIMEOUT)
+            .expect("iso IN completes on time");
+        assert_eq!(r.status, Ok(()));
+        got += r.actual;
+    }
+    assert!(got > 0, "the source filled iso packets");
+    let id = host.submit(&mut vhci, urb(out_ep, 0));
+    let r = host
+        .wait(&mut vhci, id, TIMEOUT)
+        .expect("iso OUT completes on time");
+    assert_eq!((r.status, r.actual), (Ok(()), 8 * mp));
+    assert_eq!(vhci.error(), None);
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

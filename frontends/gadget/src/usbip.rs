@@ -21,8 +21,9 @@
 //! ```
 
 pub use rawgadget_usbip_udc::{
-    usbip_personality, AttachError, AttachOptions, Attachment, Budget, ConnectionEnd, Export,
-    ExportError, ExportOptions, Hub, UsbipConfig, UsbipDevice, VhciSysfs, NO_AUTH_WARNING,
+    usbip_iso_personality, usbip_personality, AttachError, AttachOptions, Attachment, Budget,
+    ConnectionEnd, Export, ExportError, ExportOptions, Hub, UsbipConfig, UsbipDevice, VhciSysfs,
+    NO_AUTH_WARNING,
 };
 
 use crate::InProcess;
