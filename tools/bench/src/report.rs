@@ -180,7 +180,7 @@ impl Collected {
         if let Some(c) = self.cells.get(&(sub.to_string(), case)) {
             return c.clone();
         }
-        if sub == substrate::C {
+        if sub == substrate::C && !self.substrates.contains_key(sub) {
             return Cell::NotRun("filled by the USB/IP issue".into());
         }
         match self.substrates.get(sub) {

@@ -145,6 +145,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("usbtest-vudc-raw", "usbtest matrix on (b') raw_gadget.ko + our Gadget Zero on usbip-vudc.0 through vhci"),
     ("script-dummy", "scripted usbfs host against (a) and (b) on dummy_udc.0, compared item by item"),
     ("keyboard", "our HID keyboard on raw_gadget.ko: evdev sees the typed text, sysfs the declared descriptors"),
+    ("usbtest-usbip", "usbtest matrix on (c) our engine attached to vhci-hcd (`rawgadget zero --usbip-attach`)"),
 ];
 
 /// Runs the scenario and returns its exit status (0 pass).
@@ -164,6 +165,7 @@ pub fn run(p: &Params, rep: &Reporter) -> i32 {
         "usbtest-dummy" => usbtest_dummy(p, rep),
         "usbtest-vudc-ss" => usbtest_vudc(p, rep, false),
         "usbtest-vudc-raw" => usbtest_vudc(p, rep, true),
+        "usbtest-usbip" => usbtest_usbip(p, rep),
         "script-dummy" => script_dummy(p, rep),
         "keyboard" => keyboard(p, rep),
         other => Err(anyhow!("unknown scenario {other:?}")),
@@ -576,6 +578,51 @@ fn load_vudc() -> Result<()> {
 }
 
 /// (a′) or (b′): one substrate per boot, never detached (O3).
+/// (c): our engine behind vhci-hcd, attached by the CLI itself (`--usbip-attach`), no kernel UDC.
+fn usbtest_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
+    gadget::modprobe("usbip-core", &[])?;
+    gadget::modprobe("vhci-hcd", &[])?;
+    gadget::modprobe("usbtest", &["pattern=1"])?;
+    gadget::wait_path(
+        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
+        Duration::from_secs(10),
+    )?;
+    let sub = substrate::C;
+    let Some(mut g) = start_our_gadget(p, rep, sub, vec!["zero".into(), "--usbip-attach".into()])
+    else {
+        return Ok(0);
+    };
+    let m = Matrix {
+        rep,
+        sub,
+        count: p.count,
+        runs: p.runs,
+        case_timeout: p.case_timeout,
+    };
+    let pid = g.pid();
+    let r =
+        sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
+            substrate_state(
+                rep,
+                sub,
+                SubstrateState::Up,
+                format!("{} via vhci", dev.sysfs.display()),
+            );
+            usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
+            g.check_alive()?;
+            usbtest_iso(&m, &mut kill_gadget(pid))
+        });
+    let st = g.stop(Duration::from_secs(5))?;
+    note(rep, format!("our Gadget Zero (USB/IP) exited: {st}"));
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            Ok(1)
+        }
+    }
+}
+
 fn usbtest_vudc(p: &Params, rep: &Reporter, raw: bool) -> Result<i32> {
     load_vudc()?;
     gadget::modprobe("usbtest", &["pattern=1"])?;
