@@ -73,7 +73,8 @@ impl ConfigurationBuilder {
         self.buf[7] = set_bit(self.buf[7], USB_CONFIG_ATT_WAKEUP, yes);
         self
     }
-    /// `bMaxPower` in its units (2 mA; 8 mA at SuperSpeed).
+    /// `bMaxPower` in its units (2 mA; 8 mA at SuperSpeed): a current in mA becomes units
+    /// with [`crate::speed::encode_max_power`].
     pub fn max_power(mut self, units: u8) -> Self {
         self.buf[8] = units;
         self

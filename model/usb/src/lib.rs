@@ -10,10 +10,12 @@
 //!   place and never panics, and a **repr** (`DeviceDescriptor`, ...) implementing [`Repr`]
 //!   (`parse` / `emit` / `buffer_len`, `parse(emit(x)) == x`). [`Descriptors`] walks a blob
 //!   and stops at a bad `bLength`; [`RawDescriptor`] keeps any bytes verbatim; [`AnyDescriptor`]
-//!   is "typed if possible, raw otherwise"; [`Dump`] prints a blob like `lsusb -v`.
+//!   is "typed if possible, raw otherwise"; [`Dump`] prints a blob like `lsusb -v` (MaxPower
+//!   in the unit of the device's `bcdUSB`, as lsusb).
 //! - [`builder`]: [`ConfigurationBuilder`] and [`BosBuilder`] compute lengths and counts;
 //!   [`DeviceDescriptorBuilder`] fills defaults; [`StringTable`] answers string requests.
-//! - [`speed`]: packet size rules per [`Speed`] (the UAPI's `enum usb_device_speed`).
+//! - [`speed`]: packet size and `bMaxPower` rules per [`Speed`] (the UAPI's
+//!   `enum usb_device_speed`).
 //! - [`class`]: class codes and HID constants with Linux's names.
 //!
 //! # What this crate does not do

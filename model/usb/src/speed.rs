@@ -68,6 +68,31 @@ pub const fn max_power_unit_ma(speed: Speed) -> u16 {
     }
 }
 
+/// The most current a configuration may draw at a speed, in mA: 500 below SuperSpeed (USB 2.0
+/// §7.2.1), 900 at SuperSpeed (USB 3.2 §9.6.3). Linux's composite driver caps both `bMaxPower`
+/// and its VBUS draw there (`composite.c`, `encode_bMaxPower` and `set_config`).
+pub const fn max_power_limit_ma(speed: Speed) -> u16 {
+    match speed {
+        Speed::Super | Speed::SuperPlus => 900,
+        _ => 500,
+    }
+}
+
+/// `bMaxPower` for a draw of `ma` milliamperes at `speed`, as Linux's `encode_bMaxPower`
+/// (`drivers/usb/gadget/composite.c`) computes it: capped at [`max_power_limit_ma`], then
+/// counted in [`max_power_unit_ma`] units, rounding down (900 mA gives 112, that is 896 mA).
+///
+/// The same draw is a different byte per speed: 100 mA is 50 below SuperSpeed and 12 at
+/// SuperSpeed. (composite's fallback to `CONFIG_USB_GADGET_VBUS_DRAW` for a bus-powered
+/// configuration declaring 0 mA is a policy of that driver, not an encoding, and is left out.)
+#[doc(alias = "encode_bMaxPower")]
+pub const fn encode_max_power(speed: Speed, ma: u16) -> u8 {
+    let limit = max_power_limit_ma(speed);
+    let capped = if ma < limit { ma } else { limit };
+    // capped / unit is at most 250 (500 / 2) or 112 (900 / 8): it fits a u8.
+    (capped / max_power_unit_ma(speed)) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +125,33 @@ mod tests {
         assert_eq!(ep0_max_packet(Speed::Super, 0xff), 0xff);
         assert_eq!(max_power_unit_ma(Speed::Super), 8);
         assert_eq!(default_usb_version(Speed::Full), 0x0110);
+    }
+
+    /// USB 3.2 §9.6.3 and Linux `composite.c` `encode_bMaxPower`: min(mA, 500) / 2 below
+    /// SuperSpeed, min(mA, 900) / 8 at SuperSpeed and above, rounding down.
+    #[test]
+    fn max_power_encoding_per_speed() {
+        let rows = [
+            (Speed::Full, 100, 50),
+            (Speed::High, 100, 50),
+            (Speed::Super, 100, 12),
+            (Speed::SuperPlus, 100, 12),
+            (Speed::Low, 0, 0),
+            (Speed::Super, 0, 0),
+            (Speed::High, 1, 0),
+            (Speed::High, 3, 1),
+            (Speed::Super, 7, 0),
+            (Speed::Super, 8, 1),
+            (Speed::High, 500, 250),
+            (Speed::High, 900, 250),
+            (Speed::Wireless, 900, 250),
+            (Speed::Super, 896, 112),
+            (Speed::Super, 900, 112),
+            (Speed::Super, u16::MAX, 112),
+            (Speed::Full, u16::MAX, 250),
+        ];
+        for (speed, ma, want) in rows {
+            assert_eq!(encode_max_power(speed, ma), want, "{speed:?} {ma} mA");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Configuration (USB 2.0 §9.6.3), interface (§9.6.5) and interface association (IAD ECN)
-//! descriptors.
+//! Configuration (USB 2.0 §9.6.3), other-speed configuration (§9.6.4), interface (§9.6.5)
+//! and interface association (IAD ECN) descriptors.
 
 use core::fmt;
 
@@ -7,6 +7,7 @@ use super::device::class_name;
 use super::sizes::*;
 use super::types::*;
 use super::{Block, Descriptors, Lsusb, X2, X4};
+use crate::speed::{max_power_unit_ma, Speed};
 use crate::wire::{check_header, view, Repr, Result};
 
 /// `bmAttributes` bits of a configuration.
@@ -58,7 +59,7 @@ view! {
     configuration_string: u8 = field::CONFIGURATION_STRING;
     #[doc(alias = "bmAttributes")]
     attributes: u8 = field::ATTRIBUTES;
-    /// In units of 2 mA (8 mA at SuperSpeed).
+    /// In units of 2 mA (8 mA at SuperSpeed, [`crate::speed::max_power_unit_ma`]).
     #[doc(alias = "bMaxPower")]
     max_power: u8 = field::MAX_POWER;
 }
@@ -90,6 +91,8 @@ pub struct ConfigurationDescriptor {
     pub configuration_string: u8,
     #[doc(alias = "bmAttributes")]
     pub attributes: u8,
+    /// In units of 2 mA below SuperSpeed, 8 mA at SuperSpeed; see
+    /// [`crate::speed::encode_max_power`] and [`ConfigurationDescriptor::max_power_ma`].
     #[doc(alias = "bMaxPower")]
     pub max_power: u8,
 }
@@ -101,13 +104,34 @@ impl ConfigurationDescriptor {
     pub fn remote_wakeup(&self) -> bool {
         self.attributes & attributes::USB_CONFIG_ATT_WAKEUP != 0
     }
-}
+    /// `bMaxPower` in mA for a device operating at `speed` (USB 3.2 §9.6.3: 8 mA units at
+    /// SuperSpeed, 2 mA below).
+    pub fn max_power_ma(&self, speed: Speed) -> u16 {
+        u16::from(self.max_power) * max_power_unit_ma(speed)
+    }
 
-impl Repr for ConfigurationDescriptor {
-    /// Reads a 9-byte header; a longer `bLength` is refused (kept bytes would be lost).
-    fn parse(bytes: &[u8]) -> Result<Self> {
+    /// `lsusb -v` layout for a device whose `bcdUSB` is `usb_version`: lsusb counts
+    /// MaxPower in 8 mA units when `bcdUSB` is 3.00 or more, 2 mA below (usbutils `lsusb.c`
+    /// `dump_config`). The plain [`Lsusb`] impl, with no device in sight, uses 2 mA.
+    pub fn fmt_lsusb_with_usb_version(
+        &self,
+        out: &mut dyn fmt::Write,
+        indent: usize,
+        usb_version: u16,
+    ) -> fmt::Result {
+        self.fmt_lsusb_as(
+            out,
+            indent,
+            USB_DT_CONFIG,
+            lsusb_max_power_unit_ma(usb_version),
+        )
+    }
+
+    /// The 9 bytes of a configuration or other-speed configuration header (same layout, USB
+    /// 2.0 §9.6.4), `bDescriptorType` `ty`.
+    fn parse_as(bytes: &[u8], ty: u8) -> Result<Self> {
         let n = USB_DT_CONFIG_SIZE;
-        check_header(bytes, USB_DT_CONFIG, n, n)?;
+        check_header(bytes, ty, n, n)?;
         let v = ConfigurationView::new_unchecked(bytes);
         Ok(ConfigurationDescriptor {
             total_length: v.total_length(),
@@ -118,13 +142,11 @@ impl Repr for ConfigurationDescriptor {
             max_power: v.max_power(),
         })
     }
-    fn buffer_len(&self) -> usize {
-        USB_DT_CONFIG_SIZE as usize
-    }
-    fn emit(&self, buf: &mut [u8]) {
+
+    fn emit_as(&self, buf: &mut [u8], ty: u8) {
         let b = &mut buf[..USB_DT_CONFIG_SIZE as usize];
         b[0] = USB_DT_CONFIG_SIZE;
-        b[1] = USB_DT_CONFIG;
+        b[1] = ty;
         b[2..4].copy_from_slice(&self.total_length.to_le_bytes());
         b[4] = self.num_interfaces;
         b[5] = self.configuration_value;
@@ -132,13 +154,24 @@ impl Repr for ConfigurationDescriptor {
         b[7] = self.attributes;
         b[8] = self.max_power;
     }
-}
 
-impl Lsusb for ConfigurationDescriptor {
-    fn fmt_lsusb(&self, out: &mut dyn fmt::Write, indent: usize) -> fmt::Result {
-        let mut b = Block::new(out, indent, "Configuration Descriptor")?;
+    /// lsusb's `dump_config` lines under the title of descriptor type `ty`, MaxPower counted
+    /// in `unit_ma`.
+    fn fmt_lsusb_as(
+        &self,
+        out: &mut dyn fmt::Write,
+        indent: usize,
+        ty: u8,
+        unit_ma: u16,
+    ) -> fmt::Result {
+        let title = if ty == USB_DT_OTHER_SPEED_CONFIG {
+            "Other Speed Configuration Descriptor"
+        } else {
+            "Configuration Descriptor"
+        };
+        let mut b = Block::new(out, indent, title)?;
         b.field("bLength", USB_DT_CONFIG_SIZE)?;
-        b.field("bDescriptorType", USB_DT_CONFIG)?;
+        b.field("bDescriptorType", ty)?;
         b.field("wTotalLength", X4(self.total_length))?;
         b.field("bNumInterfaces", self.num_interfaces)?;
         b.field("bConfigurationValue", self.configuration_value)?;
@@ -152,15 +185,85 @@ impl Lsusb for ConfigurationDescriptor {
         if self.remote_wakeup() {
             b.note("Remote Wakeup")?;
         }
-        b.field_note(
-            "MaxPower",
-            "",
-            format_args!("{}mA", self.max_power as u16 * 2),
-        )
+        b.field_unit("MaxPower", u16::from(self.max_power) * unit_ma, "mA")
+    }
+}
+
+/// lsusb's MaxPower unit for a device with this `bcdUSB`: it goes by the version the device
+/// claims, not by the speed it runs at (`config->MaxPower * (speed >= 0x0300 ? 8 : 2)` with
+/// `speed` = `bcdUSB` in usbutils `lsusb.c`).
+fn lsusb_max_power_unit_ma(usb_version: u16) -> u16 {
+    let speed = if usb_version >= 0x0300 {
+        Speed::Super
+    } else {
+        Speed::High
+    };
+    max_power_unit_ma(speed)
+}
+
+impl Repr for ConfigurationDescriptor {
+    /// Reads a 9-byte header; a longer `bLength` is refused (kept bytes would be lost).
+    fn parse(bytes: &[u8]) -> Result<Self> {
+        ConfigurationDescriptor::parse_as(bytes, USB_DT_CONFIG)
+    }
+    fn buffer_len(&self) -> usize {
+        USB_DT_CONFIG_SIZE as usize
+    }
+    fn emit(&self, buf: &mut [u8]) {
+        self.emit_as(buf, USB_DT_CONFIG)
+    }
+}
+
+impl Lsusb for ConfigurationDescriptor {
+    /// MaxPower in 2 mA units; see [`ConfigurationDescriptor::fmt_lsusb_with_usb_version`].
+    fn fmt_lsusb(&self, out: &mut dyn fmt::Write, indent: usize) -> fmt::Result {
+        self.fmt_lsusb_as(out, indent, USB_DT_CONFIG, max_power_unit_ma(Speed::High))
     }
 }
 
 impl fmt::Display for ConfigurationDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_lsusb(f, 0)
+    }
+}
+
+/// An other-speed configuration descriptor (USB 2.0 §9.6.4): a high-speed capable device's
+/// configuration at the speed it is not running at, with the layout of a configuration
+/// descriptor and `bDescriptorType` 7.
+///
+/// The other speed is full or high speed, never SuperSpeed (a device at SuperSpeed has no
+/// device qualifier, USB 3.2 §9.6.2), so `bMaxPower` always counts 2 mA units here.
+#[doc(alias = "USB_DT_OTHER_SPEED_CONFIG")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct OtherSpeedConfigurationDescriptor(pub ConfigurationDescriptor);
+
+impl Repr for OtherSpeedConfigurationDescriptor {
+    /// Reads a 9-byte header of type 7; a longer `bLength` is refused.
+    fn parse(bytes: &[u8]) -> Result<Self> {
+        ConfigurationDescriptor::parse_as(bytes, USB_DT_OTHER_SPEED_CONFIG).map(Self)
+    }
+    fn buffer_len(&self) -> usize {
+        USB_DT_CONFIG_SIZE as usize
+    }
+    fn emit(&self, buf: &mut [u8]) {
+        self.0.emit_as(buf, USB_DT_OTHER_SPEED_CONFIG)
+    }
+}
+
+impl Lsusb for OtherSpeedConfigurationDescriptor {
+    /// lsusb itself never prints this descriptor (a TODO in its `do_dualspeed`); the layout is
+    /// its configuration's, under the title "Other Speed Configuration Descriptor".
+    fn fmt_lsusb(&self, out: &mut dyn fmt::Write, indent: usize) -> fmt::Result {
+        self.0.fmt_lsusb_as(
+            out,
+            indent,
+            USB_DT_OTHER_SPEED_CONFIG,
+            max_power_unit_ma(Speed::Full),
+        )
+    }
+}
+
+impl fmt::Display for OtherSpeedConfigurationDescriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_lsusb(f, 0)
     }

@@ -258,6 +258,7 @@ impl Repr for RawDescriptor {
 pub enum AnyDescriptor {
     Device(DeviceDescriptor),
     Configuration(ConfigurationDescriptor),
+    OtherSpeedConfiguration(OtherSpeedConfigurationDescriptor),
     String(StringDescriptor),
     Interface(InterfaceDescriptor),
     Endpoint(EndpointDescriptor),
@@ -279,6 +280,9 @@ impl AnyDescriptor {
         Ok(match bytes[1] {
             USB_DT_DEVICE => AnyDescriptor::Device(DeviceDescriptor::parse(bytes)?),
             USB_DT_CONFIG => AnyDescriptor::Configuration(ConfigurationDescriptor::parse(bytes)?),
+            USB_DT_OTHER_SPEED_CONFIG => AnyDescriptor::OtherSpeedConfiguration(
+                OtherSpeedConfigurationDescriptor::parse(bytes)?,
+            ),
             USB_DT_STRING => AnyDescriptor::String(StringDescriptor::parse(bytes)?),
             USB_DT_INTERFACE => AnyDescriptor::Interface(InterfaceDescriptor::parse(bytes)?),
             USB_DT_ENDPOINT => AnyDescriptor::Endpoint(EndpointDescriptor::parse(bytes)?),
@@ -323,6 +327,7 @@ impl AnyDescriptor {
         match self {
             AnyDescriptor::Device(d) => d.to_vec(),
             AnyDescriptor::Configuration(d) => d.to_vec(),
+            AnyDescriptor::OtherSpeedConfiguration(d) => d.to_vec(),
             AnyDescriptor::String(d) => d.to_vec(),
             AnyDescriptor::Interface(d) => d.to_vec(),
             AnyDescriptor::Endpoint(d) => d.to_vec(),
@@ -376,6 +381,20 @@ impl<'a> Block<'a> {
         writeln!(
             self.out,
             "{:i$}{name:<19}{value:>6} {note}",
+            "",
+            i = self.indent
+        )
+    }
+    /// A field whose unit follows the number without a space (lsusb's `%5umA`).
+    pub(crate) fn field_unit(
+        &mut self,
+        name: &str,
+        value: impl fmt::Display,
+        unit: &str,
+    ) -> fmt::Result {
+        writeln!(
+            self.out,
+            "{:i$}{name:<19}{value:>6}{unit}",
             "",
             i = self.indent
         )
@@ -445,6 +464,7 @@ impl Lsusb for AnyDescriptor {
         match self {
             AnyDescriptor::Device(d) => d.fmt_lsusb(out, indent),
             AnyDescriptor::Configuration(d) => d.fmt_lsusb(out, indent),
+            AnyDescriptor::OtherSpeedConfiguration(d) => d.fmt_lsusb(out, indent),
             AnyDescriptor::String(d) => d.fmt_lsusb(out, indent),
             AnyDescriptor::Interface(d) => d.fmt_lsusb(out, indent),
             AnyDescriptor::Endpoint(d) => d.fmt_lsusb(out, indent),
@@ -468,41 +488,89 @@ impl fmt::Display for AnyDescriptor {
 /// An `lsusb -v`-like dump of a whole blob (device descriptor, configuration bundle, BOS, or
 /// several concatenated), nested by type; a stop on a bad `bLength` is printed with the bytes
 /// that could not be walked.
+///
+/// MaxPower is printed as lsusb does, in 8 mA units when the device's `bcdUSB` is 3.00 or more
+/// and 2 mA units otherwise: the dump remembers the `bcdUSB` of the last device descriptor it
+/// printed. A configuration dumped without its device descriptor counts 2 mA units, unless
+/// the version is given with [`Dump::with_usb_version`].
 #[derive(Clone, Copy, Debug)]
 pub struct Dump<'a>(pub &'a [u8]);
 
+impl<'a> Dump<'a> {
+    /// A dump of `blob` (a configuration alone, say) for a device whose `bcdUSB` is
+    /// `usb_version`, so that MaxPower gets lsusb's unit; a device descriptor inside the blob
+    /// still takes over from there.
+    pub fn with_usb_version(blob: &'a [u8], usb_version: u16) -> DumpWithUsbVersion<'a> {
+        DumpWithUsbVersion { blob, usb_version }
+    }
+}
+
 impl fmt::Display for Dump<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut it = Descriptors::new(self.0);
-        // Indent of the last container, to place class-specific descriptors under it.
-        let mut container = 0;
-        for d in it.by_ref() {
-            let indent = match d.descriptor_type() {
-                USB_DT_DEVICE => 0,
-                USB_DT_CONFIG | USB_DT_OTHER_SPEED_CONFIG | USB_DT_BOS => 2,
-                USB_DT_INTERFACE | USB_DT_INTERFACE_ASSOCIATION | USB_DT_DEVICE_CAPABILITY => 4,
-                USB_DT_ENDPOINT => 6,
-                _ => container + 2,
-            };
-            if matches!(
-                d.descriptor_type(),
-                USB_DT_CONFIG | USB_DT_BOS | USB_DT_INTERFACE | USB_DT_ENDPOINT
-            ) {
-                container = indent + 2;
-            }
-            d.parse().fmt_lsusb(f, indent)?;
-        }
-        if let Some(e) = it.error() {
-            writeln!(
-                f,
-                "** stopped at byte {}: {e}; {} bytes left: {}",
-                it.offset(),
-                it.remaining().len(),
-                Hex(it.remaining())
-            )?;
-        }
-        Ok(())
+        dump(f, self.0, None)
     }
+}
+
+/// A [`Dump`] that knows the device's `bcdUSB` before the blob starts; made by
+/// [`Dump::with_usb_version`].
+#[derive(Clone, Copy, Debug)]
+pub struct DumpWithUsbVersion<'a> {
+    blob: &'a [u8],
+    usb_version: u16,
+}
+
+impl fmt::Display for DumpWithUsbVersion<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        dump(f, self.blob, Some(self.usb_version))
+    }
+}
+
+/// The walk behind [`Dump`]; `usb_version` is the `bcdUSB` MaxPower is printed for, `None`
+/// until a device descriptor says (2 mA units meanwhile).
+fn dump(f: &mut fmt::Formatter<'_>, blob: &[u8], mut usb_version: Option<u16>) -> fmt::Result {
+    let mut it = Descriptors::new(blob);
+    // Indent of the last container, to place class-specific descriptors under it.
+    let mut container = 0;
+    for d in it.by_ref() {
+        let ty = d.descriptor_type();
+        let indent = match ty {
+            USB_DT_DEVICE => 0,
+            USB_DT_CONFIG | USB_DT_OTHER_SPEED_CONFIG | USB_DT_BOS => 2,
+            USB_DT_INTERFACE | USB_DT_INTERFACE_ASSOCIATION | USB_DT_DEVICE_CAPABILITY => 4,
+            USB_DT_ENDPOINT => 6,
+            _ => container + 2,
+        };
+        if matches!(
+            ty,
+            USB_DT_CONFIG
+                | USB_DT_OTHER_SPEED_CONFIG
+                | USB_DT_BOS
+                | USB_DT_INTERFACE
+                | USB_DT_ENDPOINT
+        ) {
+            container = indent + 2;
+        }
+        if ty == USB_DT_DEVICE {
+            // lsusb reads bcdUSB whatever else the descriptor says; 0 if it is cut short.
+            usb_version = Some(DeviceView::new_unchecked(d.as_bytes()).usb_version());
+        }
+        match (d.parse(), usb_version) {
+            (AnyDescriptor::Configuration(c), Some(bcd)) => {
+                c.fmt_lsusb_with_usb_version(f, indent, bcd)?
+            }
+            (any, _) => any.fmt_lsusb(f, indent)?,
+        }
+    }
+    if let Some(e) = it.error() {
+        writeln!(
+            f,
+            "** stopped at byte {}: {e}; {} bytes left: {}",
+            it.offset(),
+            it.remaining().len(),
+            Hex(it.remaining())
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

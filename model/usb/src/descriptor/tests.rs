@@ -140,7 +140,7 @@ Device Descriptor:
     bmAttributes         0xe0
       Self Powered
       Remote Wakeup
-    MaxPower                  0mA
+    MaxPower                0mA
     Interface Descriptor:
       bLength                 9
       bDescriptorType         4
@@ -161,6 +161,126 @@ Device Descriptor:
         bInterval              12
 ";
     assert_eq!(text, expect);
+}
+
+// ----------------------------------------------------------------------------------------
+// bMaxPower units (USB 3.2 §9.6.3) and OTHER_SPEED_CONFIGURATION (USB 2.0 §9.6.4).
+
+#[rustfmt::skip]
+static SS_DEVICE: [u8; 18] = [
+    0x12, 0x01, 0x20, 0x03, 0x00, 0x00, 0x00, 0x09, 0x6b, // USB 3.20, class per interface, mps0 2^9, ..
+    0x1d, 0x04, 0x01, 0x00, 0x01, 0x01, 0x02, 0x03, 0x01, // .. 1d6b:0104, bcdDevice 1.00, strings 1/2/3, 1 config
+];
+
+#[rustfmt::skip]
+static CONFIG_MAX_POWER_12: [u8; 9] = [
+    0x09, 0x02, 0x09, 0x00, 0x00, 0x01, 0x00, 0x80, 0x0c, // config 1: 9 bytes, no interface, bus powered, bMaxPower 12
+];
+
+/// USB 3.2 §9.6.3, as lsusb prints it: bMaxPower counts 8 mA units when the device's bcdUSB is
+/// 3.00 or more (12 is 96 mA), 2 mA units otherwise or when no device descriptor is known.
+#[test]
+fn dump_max_power_unit_follows_bcd_usb() {
+    let max_power = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("MaxPower"))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+    };
+    let with_device = [&SS_DEVICE[..], &CONFIG_MAX_POWER_12[..]].concat();
+    assert_eq!(
+        max_power(&Dump(&with_device).to_string()).as_deref(),
+        Some("96mA")
+    );
+    assert_eq!(
+        max_power(&Dump(&CONFIG_MAX_POWER_12).to_string()).as_deref(),
+        Some("24mA")
+    );
+    let alone_ss = Dump::with_usb_version(&CONFIG_MAX_POWER_12, 0x0300).to_string();
+    assert_eq!(max_power(&alone_ss).as_deref(), Some("96mA"));
+    let alone_hs = Dump::with_usb_version(&CONFIG_MAX_POWER_12, 0x0210).to_string();
+    assert_eq!(max_power(&alone_hs).as_deref(), Some("24mA"));
+    // A device descriptor in the blob takes over from the given version.
+    let over = Dump::with_usb_version(&with_device, 0x0200).to_string();
+    assert_eq!(max_power(&over).as_deref(), Some("96mA"));
+    assert_eq!(
+        Dump(&with_device).to_string(),
+        Dump::with_usb_version(&with_device, 0x0110).to_string()
+    );
+    // The typed repr says the same per speed.
+    let c = ConfigurationDescriptor::parse(&CONFIG_MAX_POWER_12).unwrap();
+    assert_eq!(c.max_power_ma(crate::Speed::Super), 96);
+    assert_eq!(c.max_power_ma(crate::Speed::High), 24);
+}
+
+#[rustfmt::skip]
+static OTHER_SPEED_KEYBOARD: [u8; 34] = [
+    0x09, 0x07, 0x22, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32, // other-speed config 1: 34 bytes, 1 interface, wakeup, bMaxPower 50
+    0x09, 0x04, 0x00, 0x00, 0x01, 0x03, 0x01, 0x01, 0x00, // interface 0: 1 endpoint, HID boot keyboard
+    0x09, 0x21, 0x11, 0x01, 0x00, 0x01, 0x22, 0x3f, 0x00, // HID 1.11, country 0, 1 descriptor: report, 63 bytes
+    0x07, 0x05, 0x85, 0x03, 0x08, 0x00, 0x08,             // EP 5 IN interrupt, 8 bytes, bInterval 8
+];
+
+/// USB 2.0 §9.6.4: an other-speed configuration is a configuration with bDescriptorType 7; it
+/// parses, emits and prints as one, under its own title, its bundle nested below it.
+#[test]
+fn other_speed_configuration_typed_and_dumped() {
+    let o = OtherSpeedConfigurationDescriptor::parse(&OTHER_SPEED_KEYBOARD).unwrap();
+    assert_eq!(
+        (o.0.total_length, o.0.num_interfaces, o.0.max_power),
+        (34, 1, 50)
+    );
+    assert!(o.0.remote_wakeup());
+    assert_eq!(o.to_vec(), OTHER_SPEED_KEYBOARD[..9]);
+    assert_eq!(
+        ConfigurationDescriptor::parse(&OTHER_SPEED_KEYBOARD),
+        Err(Error::WrongType {
+            expected: USB_DT_CONFIG,
+            found: USB_DT_OTHER_SPEED_CONFIG
+        })
+    );
+    assert_eq!(
+        OtherSpeedConfigurationDescriptor::parse(&CONFIG_MAX_POWER_12),
+        Err(Error::WrongType {
+            expected: USB_DT_OTHER_SPEED_CONFIG,
+            found: USB_DT_CONFIG
+        })
+    );
+    assert_eq!(
+        AnyDescriptor::parse(&OTHER_SPEED_KEYBOARD),
+        Ok(AnyDescriptor::OtherSpeedConfiguration(o))
+    );
+    let text = Dump(&OTHER_SPEED_KEYBOARD).to_string();
+    let head = "  Other Speed Configuration Descriptor:
+    bLength                 9
+    bDescriptorType         7
+    wTotalLength       0x0022
+    bNumInterfaces          1
+    bConfigurationValue     1
+    iConfiguration          0
+    bmAttributes         0xa0
+      (Bus Powered)
+      Remote Wakeup
+    MaxPower              100mA
+    Interface Descriptor:
+";
+    assert!(text.starts_with(head), "{text}");
+    // Below the header, the bundle prints exactly as the same bundle typed CONFIGURATION.
+    let mut as_config = OTHER_SPEED_KEYBOARD;
+    as_config[1] = USB_DT_CONFIG;
+    let config_text = Dump(&as_config).to_string();
+    assert_eq!(
+        text.lines().skip(3).collect::<Vec<_>>(),
+        config_text.lines().skip(3).collect::<Vec<_>>()
+    );
+    assert!(
+        text.contains("\n        HID Device Descriptor:\n"),
+        "{text}"
+    );
+    // The other speed is never SuperSpeed: 2 mA units even after a USB 3 device descriptor.
+    let after_ss = [&SS_DEVICE[..], &OTHER_SPEED_KEYBOARD[..]].concat();
+    assert!(Dump(&after_ss)
+        .to_string()
+        .contains("MaxPower              100mA\n"));
 }
 
 // ----------------------------------------------------------------------------------------
@@ -673,7 +793,7 @@ fn arbitrary_bytes_never_panic_and_parse_emit_is_exact() {
         // Make typed parsers reachable: a known type and a plausible bLength most of the
         // time, with the buffer at least that long.
         if i % 4 != 0 {
-            let types = [1u8, 2, 3, 4, 5, 6, 0x0b, 0x0f, 0x10, 0x21, 0x30, 0x24];
+            let types = [1u8, 2, 3, 4, 5, 6, 7, 0x0b, 0x0f, 0x10, 0x21, 0x30, 0x24];
             buf[1] = types[rng.below(types.len())];
             let lens = [18u8, 9, 7, 10, 8, 5, 6, 2, 3, 12, 15];
             buf[0] = if i % 3 == 0 {
@@ -710,6 +830,7 @@ fn check_all_parsers(b: &[u8], parsed: &mut usize) {
     }
     exact::<DeviceDescriptor>(b, parsed);
     exact::<ConfigurationDescriptor>(b, parsed);
+    exact::<OtherSpeedConfigurationDescriptor>(b, parsed);
     exact::<InterfaceDescriptor>(b, parsed);
     exact::<EndpointDescriptor>(b, parsed);
     exact::<StringDescriptor>(b, parsed);
@@ -765,14 +886,16 @@ fn random_reprs_round_trip() {
             serial_number_string: r.byte(),
             num_configurations: r.byte(),
         });
-        rt(ConfigurationDescriptor {
+        let config = ConfigurationDescriptor {
             total_length: u16r(&mut r),
             num_interfaces: r.byte(),
             configuration_value: r.byte(),
             configuration_string: r.byte(),
             attributes: r.byte(),
             max_power: r.byte(),
-        });
+        };
+        rt(config);
+        rt(OtherSpeedConfigurationDescriptor(config));
         rt(InterfaceDescriptor {
             interface_number: r.byte(),
             alternate_setting: r.byte(),
