@@ -11,10 +11,11 @@ use crate::initramfs::GuestBinaries;
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
-fn cargo_build(repo: &Path, target_dir: &Path, package: &str) -> Result<(), String> {
+fn cargo_build(repo: &Path, target_dir: &Path, packages: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--release", "--target", TARGET, "-p", package])
+        .args(["build", "--release", "--target", TARGET])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
         .current_dir(repo)
         .env("CARGO_TARGET_DIR", target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -78,15 +79,27 @@ pub fn keyboard_flags(cli: &Path) -> Vec<String> {
 pub fn build(repo: &Path, cache: &Path) -> Result<(GuestBinaries, String)> {
     let target_dir = cache.join("target");
     let bin = |name: &str| -> PathBuf { target_dir.join(TARGET).join("release").join(name) };
-    cargo_build(repo, &target_dir, "rawgadget-bench-guest")
-        .map_err(anyhow::Error::msg)
-        .context("building bench-guest")?;
+    // One cargo run for both (better parallelism); if the CLI does not build, the guest alone.
+    let both = cargo_build(
+        repo,
+        &target_dir,
+        &["rawgadget-bench-guest", "rawgadget-cli"],
+    );
+    let cli_error = match both {
+        Ok(()) => None,
+        Err(e) => {
+            cargo_build(repo, &target_dir, &["rawgadget-bench-guest"])
+                .map_err(anyhow::Error::msg)
+                .context("building bench-guest")?;
+            Some(e)
+        }
+    };
     let bench_guest = bin("bench-guest");
     if !bench_guest.exists() {
         bail!("{} missing after the build", bench_guest.display());
     }
-    let (cli, why) = match cargo_build(repo, &target_dir, "rawgadget-cli") {
-        Ok(()) => {
+    let (cli, why) = match cli_error {
+        None => {
             let path = bin("rawgadget");
             let subs = cli_subcommands(&path);
             if !path.exists() {
@@ -103,7 +116,7 @@ pub fn build(repo: &Path, cache: &Path) -> Result<(GuestBinaries, String)> {
                 (Some(path), String::new())
             }
         }
-        Err(e) => (None, format!("rawgadget-cli does not build: {e}")),
+        Some(e) => (None, format!("rawgadget-cli does not build: {e}")),
     };
     Ok((GuestBinaries { bench_guest, cli }, why))
 }
