@@ -15,7 +15,9 @@ use rawgadget::usb::descriptor::attributes::USB_CONFIG_ATT_SELFPOWER;
 use rawgadget::usb::descriptor::capability::*;
 use rawgadget::usb::descriptor::types::*;
 use rawgadget::usb::setup::request::*;
-use rawgadget::usb::speed::{default_max_packet_size0, default_usb_version};
+use rawgadget::usb::speed::{
+    default_max_packet_size0, default_usb_version, encode_max_power, max_power_limit_ma,
+};
 use rawgadget::usb::{
     AltSettingBuilder, BosBuilder, ConfigurationBuilder, DeviceDescriptor, Repr, RequestType,
     SsEndpointCompanionDescriptor, StringTable, SuperSpeedUsbCapability,
@@ -161,8 +163,10 @@ pub struct Device {
     pub config_string: u8,
     /// `bmAttributes` of the configuration (bit 7 set; 0x40 self-powered, 0x20 remote wakeup).
     pub config_attributes: u8,
-    /// `bMaxPower` in 2 mA units; also passed to VBUS_DRAW.
-    pub max_power: u8,
+    /// The most current the configuration draws from VBUS, in mA. `bMaxPower` is encoded
+    /// from it per speed ([`encode_max_power`]: 2 mA units below SuperSpeed, 8 mA at
+    /// SuperSpeed, capped at 500 or 900 mA) and VBUS_DRAW is told the same capped current.
+    pub max_power_ma: u16,
     /// String descriptors (US English); index 0 is the language list.
     pub strings: StringTable,
     pub functions: Vec<Box<dyn Function>>,
@@ -222,7 +226,7 @@ impl Device {
         let mut config = ConfigurationBuilder::new(1)
             .string(self.config_string)
             .attributes(self.config_attributes)
-            .max_power(self.max_power);
+            .max_power(encode_max_power(speed, self.max_power_ma));
         for f in &self.functions {
             f.descriptors(&mut config, speed);
         }
@@ -519,7 +523,11 @@ impl DeviceRunner {
         for f in &mut self.device.functions {
             f.configure(&self.gadget)?;
         }
-        self.gadget.vbus_draw(u32::from(self.device.max_power))?;
+        // VBUS_DRAW counts 2 mA units at every speed (raw_gadget.c passes 2 * value to
+        // usb_gadget_vbus_draw); the cap is composite.c set_config's.
+        let speed = self.gadget.speed();
+        let ma = self.device.max_power_ma.min(max_power_limit_ma(speed));
+        self.gadget.vbus_draw(u32::from(ma / 2))?;
         self.gadget.configure()?;
         self.configuration = 1;
         info!("configured");

@@ -199,7 +199,7 @@ pub fn keyboard(config: KeyboardConfig) -> Result<(Device, Arc<KeyboardState>), 
             .build(),
         config_string: 0,
         config_attributes: USB_CONFIG_ATT_ONE | USB_CONFIG_ATT_WAKEUP,
-        max_power: 50,
+        max_power_ma: 100,
         strings,
         functions: vec![Box::new(f)],
     };

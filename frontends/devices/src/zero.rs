@@ -124,7 +124,7 @@ pub fn gadget_zero(config: ZeroConfig) -> (Device, Arc<ZeroStats>) {
             .build(),
         config_string,
         config_attributes: USB_CONFIG_ATT_ONE | USB_CONFIG_ATT_SELFPOWER,
-        max_power: 50, // 100 mA
+        max_power_ma: 100,
         strings,
         functions: vec![Box::new(ss)],
     };

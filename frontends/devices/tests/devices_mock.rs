@@ -240,6 +240,38 @@ fn zero_set_configuration_enables_endpoints() {
     );
 }
 
+/// USB 3.2 §9.6.3 and Linux composite.c (`encode_bMaxPower`, `set_config`): a device states
+/// its current in mA; `bMaxPower` is that current in the speed's units (2 mA, 8 mA at
+/// SuperSpeed) capped at 500 / 900 mA, and VBUS_DRAW (2 mA units at every speed, raw_gadget.c)
+/// gets the same capped current.
+#[test]
+fn max_power_in_speed_units_and_vbus_draw_in_2ma() {
+    // (speed, declared mA, bMaxPower, VBUS_DRAW value)
+    let rows = [
+        (Speed::Full, 100, 50, 50),
+        (Speed::High, 100, 50, 50),
+        (Speed::Super, 100, 12, 50),
+        (Speed::High, 1000, 250, 250),
+        (Speed::Super, 1000, 112, 450),
+    ];
+    for (speed, ma, max_power, vbus) in rows {
+        let (mut dev, _) = gadget_zero(ZeroConfig {
+            speed,
+            ..ZeroConfig::default()
+        });
+        dev.max_power_ma = ma;
+        let r = start(dev, speed, dummy_udc_eps());
+        let config = r.mock.control_in(get_descriptor(2, 0, 9)).unwrap();
+        assert_eq!(config[8], max_power, "bMaxPower at {speed:?} for {ma} mA");
+        r.mock.control(SET_CONFIGURATION_1, &[]).unwrap();
+        assert!(
+            r.mock.calls().contains(&Call::VbusDraw(vbus)),
+            "VBUS_DRAW at {speed:?} for {ma} mA: {:?}",
+            r.mock.calls()
+        );
+    }
+}
+
 /// contract T8: the source sends `(i % 512) % 63` at HS, per request of 32 KiB; the sink
 /// accepts the same pattern and counts errors in anything else.
 #[test]

@@ -6,8 +6,10 @@
 //! rawgadget-usb's builders; the builders must produce the same bytes. A configuration is
 //! written as its pieces (header, then each interface with its descriptors), each piece once.
 //!
-//! (*) Kept as captured, but wrong: at SuperSpeed `bMaxPower` counts 8 mA units (USB 3.2
-//! §9.6.3), so 50 declares 400 mA where 100 mA is meant (Linux's `encode_bMaxPower` gives 12).
+//! One change since the capture, on purpose: the SuperSpeed configurations' `bMaxPower` is 12,
+//! not 50. Both devices draw 100 mA, and at SuperSpeed `bMaxPower` counts 8 mA units (USB 3.2
+//! §9.6.3), so the captured 50 declared 400 mA; 12 is what Linux's `encode_bMaxPower` gives
+//! (min(100, 900) / 8). Below SuperSpeed 100 mA stays 50 (2 mA units).
 
 use rawgadget::usb::LANG_ID_EN_US;
 use rawgadget::{dummy_udc_eps, EpInfo, Speed};
@@ -136,26 +138,26 @@ const ZERO_ALT1_SS: &[u8] = &[
 
 #[rustfmt::skip]
 const ZERO_CONFIG_46: &[u8] = &[
-    // configuration 1: wTotalLength 46, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    // configuration 1: wTotalLength 46, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (100 mA)
     0x09, 0x02, 0x2e, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
 ];
 
 #[rustfmt::skip]
 const ZERO_CONFIG_70: &[u8] = &[
-    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (*)
-    0x09, 0x02, 0x46, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+    // configuration 1: wTotalLength 70, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 12 (96 mA, SuperSpeed units)
+    0x09, 0x02, 0x46, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x0c,
 ];
 
 #[rustfmt::skip]
 const ZERO_CONFIG_83: &[u8] = &[
-    // configuration 1: wTotalLength 83, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50
+    // configuration 1: wTotalLength 83, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (100 mA)
     0x09, 0x02, 0x53, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
 ];
 
 #[rustfmt::skip]
 const ZERO_CONFIG_131: &[u8] = &[
-    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 50 (*)
-    0x09, 0x02, 0x83, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x32,
+    // configuration 1: wTotalLength 131, 1 interface, iConfiguration 4, bmAttributes 0xc0 (self-powered), bMaxPower 12 (96 mA, SuperSpeed units)
+    0x09, 0x02, 0x83, 0x00, 0x01, 0x01, 0x04, 0xc0, 0x0c,
 ];
 
 #[rustfmt::skip]
@@ -215,14 +217,14 @@ const KEYBOARD_ENDPOINT_SS: &[u8] = &[
 
 #[rustfmt::skip]
 const KEYBOARD_CONFIG_34: &[u8] = &[
-    // configuration 1: wTotalLength 34, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50
+    // configuration 1: wTotalLength 34, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50 (100 mA)
     0x09, 0x02, 0x22, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
 ];
 
 #[rustfmt::skip]
 const KEYBOARD_CONFIG_40: &[u8] = &[
-    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 50 (*)
-    0x09, 0x02, 0x28, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x32,
+    // configuration 1: wTotalLength 40, 1 interface, iConfiguration 0, bmAttributes 0xa0 (remote wakeup), bMaxPower 12 (96 mA, SuperSpeed units)
+    0x09, 0x02, 0x28, 0x00, 0x01, 0x01, 0x00, 0xa0, 0x0c,
 ];
 
 #[rustfmt::skip]
