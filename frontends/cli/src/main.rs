@@ -209,7 +209,10 @@ fn print_device(out: &mut String, name: &str, dev: &Device, speed: Speed) {
         speed.as_str()
     );
     let _ = write!(out, "{}", rawgadget_usb::Dump(&set.device));
-    let _ = write!(out, "{}", rawgadget_usb::Dump(&set.config));
+    // MaxPower's unit follows the device's bcdUSB, as in lsusb.
+    let bcd_usb = dev.device_descriptor(speed).usb_version;
+    let config = rawgadget_usb::Dump::with_usb_version(&set.config, bcd_usb);
+    let _ = write!(out, "{config}");
     if let Some(q) = &set.qualifier {
         let _ = write!(out, "{}", rawgadget_usb::Dump(q));
     }

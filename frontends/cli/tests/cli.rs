@@ -42,6 +42,22 @@ fn describe_keyboard() {
     assert!(s.contains("full-speed"), "{s}");
 }
 
+/// USB 3.2 §9.6.3: `bMaxPower` counts 8 mA units at SuperSpeed. `describe` prints MaxPower as
+/// lsusb does for the device's bcdUSB: 100 mA encoded as 12 shows as 96 mA with bcdUSB 3.20,
+/// and as 100 mA at high speed.
+#[test]
+fn describe_max_power_per_speed() {
+    for (speed, want) in [
+        ("super", "MaxPower               96mA"),
+        ("high", "MaxPower              100mA"),
+    ] {
+        let out = rawgadget(&["describe", "keyboard", "--speed", speed]);
+        assert!(out.status.success());
+        let s = String::from_utf8(out.stdout).unwrap();
+        assert!(s.contains(want), "missing {want:?} at {speed} in:\n{s}");
+    }
+}
+
 /// With no subcommand the default is the demo: both built-in devices against the in-process
 /// host, no root and no kernel module (issue 3, "the embedded default").
 #[test]
