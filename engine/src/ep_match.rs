@@ -7,79 +7,80 @@
 
 use crate::udc::UdcEndpoint;
 use rawgadget_uapi::Speed;
+use rawgadget_usb::{
+    EndpointView, TransferType, USB_ENDPOINT_XFERTYPE_MASK, USB_ENDPOINT_XFER_BULK,
+    USB_ENDPOINT_XFER_CONTROL, USB_ENDPOINT_XFER_INT, USB_ENDPOINT_XFER_ISOC,
+};
 
-/// The fields of a 9-byte `usb_endpoint_descriptor` that matching and I/O need.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct EpDescFields {
-    /// `bEndpointAddress`.
-    pub address: u8,
-    /// `bmAttributes`.
-    pub attributes: u8,
-    /// `wMaxPacketSize`, raw (little-endian decoded).
-    pub w_max_packet_size: u16,
+/// The 9 bytes USB_RAW_IOCTL_EP_ENABLE copies (`struct usb_endpoint_descriptor`, spec §1.3),
+/// read in place with rawgadget-usb's endpoint view.
+///
+/// Always built with `new_unchecked` and never checked: raw gadget reads `bEndpointAddress`,
+/// `bmAttributes` and `wMaxPacketSize` (bytes 2, 3 and 4..6) whatever `bLength` and
+/// `bDescriptorType` say, since neither it nor `usb_gadget_ep_match_desc` looks at them (spec
+/// §1.5 EP_ENABLE). The view's accessors read fixed offsets and so do the same.
+pub type EpDesc<'a> = EndpointView<&'a [u8; 9]>;
+
+/// Reads the EP_ENABLE bytes as an endpoint descriptor, unchecked (see [`EpDesc`]).
+pub fn ep_desc(desc: &[u8; 9]) -> EpDesc<'_> {
+    EndpointView::new_unchecked(desc)
 }
 
-/// USB_ENDPOINT_XFER_* values of `bmAttributes & 3`.
-pub const XFER_CONTROL: u8 = 0;
-pub const XFER_ISOC: u8 = 1;
-pub const XFER_BULK: u8 = 2;
-pub const XFER_INT: u8 = 3;
+/// USB_ENDPOINT_XFER_* values of `bmAttributes & 3`, rawgadget-usb's constants under the names
+/// rawgadget-udc matches on.
+pub const XFER_CONTROL: u8 = USB_ENDPOINT_XFER_CONTROL;
+pub const XFER_ISOC: u8 = USB_ENDPOINT_XFER_ISOC;
+pub const XFER_BULK: u8 = USB_ENDPOINT_XFER_BULK;
+pub const XFER_INT: u8 = USB_ENDPOINT_XFER_INT;
+
+/// The fields of the EP_ENABLE bytes as rawgadget-udc (`controllers/model`, `dummy_enable`'s
+/// checks) reads them. Only a shim over [`EpDesc`]: the byte offsets live in rawgadget-usb.
+/// The engine itself uses [`ep_desc`]; this goes once rawgadget-udc does too.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EpDescFields([u8; 9]);
 
 impl EpDescFields {
     pub fn from_ioctl_bytes(desc: &[u8; 9]) -> Self {
-        EpDescFields {
-            address: desc[2],
-            attributes: desc[3],
-            w_max_packet_size: u16::from_le_bytes([desc[4], desc[5]]),
-        }
+        EpDescFields(*desc)
     }
-    /// `usb_endpoint_num`.
-    pub fn number(self) -> u8 {
-        self.address & 0x0f
-    }
-    /// `usb_endpoint_dir_in`.
-    pub fn is_in(self) -> bool {
-        self.address & 0x80 != 0
-    }
-    /// `usb_endpoint_type`.
-    pub fn xfer_type(self) -> u8 {
-        self.attributes & 0x03
-    }
-    /// `usb_endpoint_maxp`: bits 10..0.
+    /// `usb_endpoint_maxp`: bits 10..0 of `wMaxPacketSize`.
     pub fn maxp(self) -> u16 {
-        self.w_max_packet_size & 0x7ff
+        ep_desc(&self.0).max_packet()
     }
-    /// `usb_endpoint_maxp_mult`: bits 12..11, plus one.
-    pub fn maxp_mult(self) -> u16 {
-        ((self.w_max_packet_size >> 11) & 3) + 1
+    /// `usb_endpoint_type`: `bmAttributes & 3`, one of the `XFER_*` values.
+    pub fn xfer_type(self) -> u8 {
+        ep_desc(&self.0).attributes() & USB_ENDPOINT_XFERTYPE_MASK
     }
 }
 
 /// `usb_gadget_ep_match_desc(gadget, ep, desc, NULL)`; `udc_max_speed` is `gadget->max_speed`.
-pub fn ep_match_desc(udc_max_speed: Speed, ep: &UdcEndpoint, desc: EpDescFields) -> bool {
+pub fn ep_match_desc(udc_max_speed: Speed, ep: &UdcEndpoint, desc: &EpDesc<'_>) -> bool {
     let dualspeed = udc_max_speed >= Speed::High;
-    let max = desc.maxp();
-    if desc.is_in() && !ep.caps.dir_in() {
+    let max = desc.max_packet();
+    let is_in = desc.address().is_in();
+    if is_in && !ep.caps.dir_in() {
         return false;
     }
-    if !desc.is_in() && !ep.caps.dir_out() {
+    if !is_in && !ep.caps.dir_out() {
         return false;
     }
     if max > ep.maxpacket_limit {
         return false;
     }
     // "high bandwidth" works only at high speed
-    if !dualspeed && desc.maxp_mult() > 1 {
+    if !dualspeed && desc.mult() > 1 {
         return false;
     }
-    match desc.xfer_type() {
+    match desc.transfer_type() {
         // only ep0 carries portable CONTROL traffic
-        XFER_CONTROL => false,
-        XFER_ISOC => ep.caps.type_iso() && (dualspeed || max <= 1023),
+        TransferType::Control => false,
+        TransferType::Isochronous => ep.caps.type_iso() && (dualspeed || max <= 1023),
         // no companion descriptor reaches here, so no streams check
-        XFER_BULK => ep.caps.type_bulk(),
+        TransferType::Bulk => ep.caps.type_bulk(),
         // bulk endpoints handle interrupt transfers too
-        _ => (ep.caps.type_int() || ep.caps.type_bulk()) && (dualspeed || max <= 64),
+        TransferType::Interrupt => {
+            (ep.caps.type_int() || ep.caps.type_bulk()) && (dualspeed || max <= 64)
+        }
     }
 }
 
@@ -97,24 +98,54 @@ mod tests {
             max_streams: 16,
         }
     }
-    fn desc(address: u8, attributes: u8, wmps: u16) -> EpDescFields {
-        EpDescFields {
-            address,
-            attributes,
-            w_max_packet_size: wmps,
-        }
+    /// EP_ENABLE bytes with the three fields matching reads; `bLength` and `bDescriptorType`
+    /// are deliberately nonsense, since raw gadget does not check them.
+    fn desc(address: u8, attributes: u8, wmps: u16) -> [u8; 9] {
+        let [lo, hi] = wmps.to_le_bytes();
+        [0, 0, address, attributes, lo, hi, 0, 0, 0]
     }
+
+    /// (UDC max speed, endpoint caps, maxpacket_limit, EP_ENABLE bytes, matches, case).
+    type MatchRow = (Speed, UsbRawEpCaps, u16, [u8; 9], bool, &'static str);
 
     const BULK_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, true, false, true, false);
     const INT_IN: UsbRawEpCaps = UsbRawEpCaps::new(false, false, false, true, true, false);
     const ISO_OUT: UsbRawEpCaps = UsbRawEpCaps::new(false, true, false, false, false, true);
+
+    /// spec §1.5 EP_ENABLE: raw gadget reads `bEndpointAddress`, `bmAttributes` and
+    /// `wMaxPacketSize` of the 9 copied bytes whatever `bLength` and `bDescriptorType` say.
+    /// The view is checked against direct reads of those bytes (`usb_endpoint_num`,
+    /// `usb_endpoint_dir_in`, `usb_endpoint_type`, `usb_endpoint_maxp`,
+    /// `usb_endpoint_maxp_mult`) over pseudo-random bytes, header included.
+    #[test]
+    fn ep_enable_bytes_read_whatever_the_header_says() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut b = [0u8; 9];
+            for byte in &mut b {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *byte = (state >> 56) as u8;
+            }
+            let v = ep_desc(&b);
+            let wmps = u16::from_le_bytes([b[4], b[5]]);
+            assert_eq!(v.address().number(), b[2] & 0x0f, "{b:02x?}");
+            assert_eq!(v.address().is_in(), b[2] & 0x80 != 0, "{b:02x?}");
+            assert_eq!(v.transfer_type().bits(), b[3] & 3, "{b:02x?}");
+            assert_eq!(v.max_packet(), wmps & 0x7ff, "{b:02x?}");
+            assert_eq!(u16::from(v.mult()), ((wmps >> 11) & 3) + 1, "{b:02x?}");
+            let f = EpDescFields::from_ioctl_bytes(&b);
+            assert_eq!((f.maxp(), f.xfer_type()), (wmps & 0x7ff, b[3] & 3));
+        }
+    }
 
     /// contract D5: direction, maxpacket limit, type; interrupt matches bulk-only endpoints.
     #[test]
     fn d5_match_table() {
         let hs = Speed::High;
         let fs = Speed::Full;
-        let rows: &[(Speed, UsbRawEpCaps, u16, EpDescFields, bool, &str)] = &[
+        let rows: &[MatchRow] = &[
             (
                 hs,
                 BULK_IN,
@@ -222,7 +253,7 @@ mod tests {
         ];
         for (speed, caps, limit, d, want, what) in rows {
             assert_eq!(
-                ep_match_desc(*speed, &ep(*caps, *limit), *d),
+                ep_match_desc(*speed, &ep(*caps, *limit), &ep_desc(d)),
                 *want,
                 "{what}"
             );

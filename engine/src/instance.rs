@@ -16,7 +16,9 @@ use rawgadget_uapi::{
     USB_RAW_EPS_NUM_MAX, USB_RAW_EP_ADDR_ANY, USB_RAW_EP_NAME_MAX,
 };
 
-use crate::ep_match::{ep_match_desc, EpDescFields, XFER_ISOC};
+use rawgadget_usb::TransferType;
+
+use crate::ep_match::{ep_desc, ep_match_desc};
 use crate::op::{BusEvent, ClientOp, OpCompletion, OpId, OpResult, Outcome, Payload};
 use crate::udc::{Completion, EpId, Request, RequestId, Udc, UdcEndpoint};
 
@@ -628,21 +630,22 @@ impl Instance {
 
     /// spec §1.5 EP_ENABLE; contract D5 (first match; EINVAL vs EBUSY; enable error as is).
     fn ioctl_ep_enable<U: Udc + ?Sized>(&mut self, udc: &mut U, desc: [u8; 9]) -> OpResult {
-        let fields = EpDescFields::from_ioctl_bytes(&desc);
+        let view = ep_desc(&desc);
         // zero maxpacket crashes some UDCs
-        if fields.maxp() == 0 {
+        if view.max_packet() == 0 {
             return OpResult::err(Errno::EINVAL);
         }
         if let Err(e) = self.check_running() {
             return OpResult::err(e);
         }
+        let number = view.address().number();
         let mut props_matched = false;
         for i in 0..self.eps.len() {
             let slot = &self.eps[i];
-            if slot.addr != fields.number() && u32::from(slot.addr) != USB_RAW_EP_ADDR_ANY {
+            if slot.addr != number && u32::from(slot.addr) != USB_RAW_EP_ADDR_ANY {
                 continue;
             }
-            if !ep_match_desc(self.udc_max_speed, &slot.udc, fields) {
+            if !ep_match_desc(self.udc_max_speed, &slot.udc, &view) {
                 continue;
             }
             props_matched = true;
@@ -706,7 +709,7 @@ impl Instance {
             Err(e) => return OpResult::err(e),
         };
         if let EpState::Enabled(desc) = self.eps[i].state {
-            if EpDescFields::from_ioctl_bytes(&desc).xfer_type() == XFER_ISOC {
+            if ep_desc(&desc).transfer_type() == TransferType::Isochronous {
                 return OpResult::err(Errno::EINVAL); // can't halt/wedge ISO endpoint
             }
         }
@@ -742,7 +745,7 @@ impl Instance {
                 return Err(Errno::EBUSY); // urb already queued
             }
             // the enabled descriptor's direction decides (Jann Horn's 2022 fix)
-            if write != EpDescFields::from_ioctl_bytes(&desc).is_in() {
+            if write != ep_desc(&desc).address().is_in() {
                 return Err(Errno::EINVAL);
             }
             Ok(())
