@@ -7,7 +7,8 @@
 //! - `_IOW(.., __u32)` ioctls (EP_DISABLE, VBUS_DRAW, EP_SET_HALT, EP_CLEAR_HALT, EP_SET_WEDGE)
 //!   pass the value itself, not a pointer: [`IntegerSetter`];
 //! - the others pass a pointer to their struct, followed by the payload for the I/O ioctls:
-//!   [`PointerArg`] over a byte buffer laid out exactly as the C struct.
+//!   `PointerArg`, this module's own (private) `Ioctl` impl, over a byte buffer laid out
+//!   exactly as the C struct.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
