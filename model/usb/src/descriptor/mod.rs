@@ -372,25 +372,21 @@ impl<'a> Block<'a> {
     pub(crate) fn field(&mut self, name: &str, value: impl fmt::Display) -> fmt::Result {
         writeln!(self.out, "{:i$}{name:<19}{value:>6}", "", i = self.indent)
     }
+    /// A field with a note after it, one space apart (lsusb's `%5u %s`).
     pub(crate) fn field_note(
         &mut self,
         name: &str,
         value: impl fmt::Display,
         note: impl fmt::Display,
     ) -> fmt::Result {
-        writeln!(
-            self.out,
-            "{:i$}{name:<19}{value:>6} {note}",
-            "",
-            i = self.indent
-        )
+        self.field_unit(name, value, format_args!(" {note}"))
     }
     /// A field whose unit follows the number without a space (lsusb's `%5umA`).
     pub(crate) fn field_unit(
         &mut self,
         name: &str,
         value: impl fmt::Display,
-        unit: &str,
+        unit: impl fmt::Display,
     ) -> fmt::Result {
         writeln!(
             self.out,
