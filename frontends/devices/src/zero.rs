@@ -131,6 +131,16 @@ pub fn gadget_zero(config: ZeroConfig) -> (Device, Arc<ZeroStats>) {
     (device, stats)
 }
 
+/// f_sourcesink's checks on its vendor requests (`sourcesink_setup`): `bmRequestType` exactly
+/// `request_type` (vendor, to the device, in or out), `wValue` and `wIndex` 0, and no more than
+/// the [`VENDOR_BUF_SIZE`] buffer.
+fn vendor_request_ok(setup: &ControlRequest, request_type: u8) -> bool {
+    setup.request_type == request_type
+        && setup.value == 0
+        && setup.index == 0
+        && usize::from(setup.length) <= VENDOR_BUF_SIZE
+}
+
 /// The source/sink function of Gadget Zero (`f_sourcesink` with interrupt endpoints).
 pub struct SourceSink {
     interface: u8,
@@ -412,28 +422,20 @@ impl Function for SourceSink {
             } else {
                 ControlReply::Stall
             }),
-            (rt, REQ_CONTROL_WRITE) if setup.kind() == RequestType::Vendor => Some(
-                if rt == 0x40
-                    && setup.value == 0
-                    && setup.index == 0
-                    && usize::from(setup.length) <= VENDOR_BUF_SIZE
-                {
+            (_, REQ_CONTROL_WRITE) if setup.kind() == RequestType::Vendor => {
+                Some(if vendor_request_ok(setup, 0x40) {
                     ControlReply::Accept
                 } else {
                     ControlReply::Stall
-                },
-            ),
-            (rt, REQ_CONTROL_READ) if setup.kind() == RequestType::Vendor => Some(
-                if rt == 0xc0
-                    && setup.value == 0
-                    && setup.index == 0
-                    && usize::from(setup.length) <= VENDOR_BUF_SIZE
-                {
+                })
+            }
+            (_, REQ_CONTROL_READ) if setup.kind() == RequestType::Vendor => {
+                Some(if vendor_request_ok(setup, 0xc0) {
                     ControlReply::In(self.vendor_buf[..usize::from(setup.length)].to_vec())
                 } else {
                     ControlReply::Stall
-                },
-            ),
+                })
+            }
             _ => None,
         }
     }
