@@ -5,8 +5,9 @@
 //!   ([`rawgadget_udc::Controller`], dummy personality by default) and a virtual clock, and
 //!   shuttles between them. Its client side is what the in-process gadget backend wraps; its
 //!   host side is what a host drives.
-//! - [`SharedBus`]: a `Bus` behind a mutex and a condition variable, for a device program and
-//!   a host in different threads.
+//! - [`SharedBus`]: a `Bus` behind a mutex, for a device program and a host in different
+//!   threads: results handed to their waiters, targeted wakeups, and inline steps that let the
+//!   host's waits run device code in the host's thread.
 //! - [`HostPort`]: how a host reaches a bus, single-threaded ([`Stepped`], with a [`Device`]
 //!   stepped while the host waits) or threaded ([`Threaded`]).
 //! - [`Host`]: enumerates like Linux's hub driver and usbcore, runs control, bulk and
@@ -30,4 +31,4 @@ pub use host::{
     setup, Host, HostConfig, HostError, HostEvent, Recording, TransferRecord, UrbResult,
 };
 pub use port::{Device, HostPort, Idle, PortAction, Stepped, Threaded};
-pub use shared::SharedBus;
+pub use shared::{BusGuard, InlineStep, InlineStepId, SharedBus};

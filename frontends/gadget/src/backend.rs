@@ -3,11 +3,10 @@
 //! Two kinds of backend implement [`Backend`]:
 //! - a device node ([`DeviceNode`](crate::DeviceNode)): `/dev/raw-gadget` of the kernel module or
 //!   of our CUSE server; the engine runs in the kernel (or in the server);
-//! - an in-process engine (a later crate): a `rawgadget_engine::Instance` and a controller
-//!   model behind a mutex and condvar. A blocking method submits the operation, and if it is
-//!   pending waits on the condvar for its completion; its [`Wake`](crate::Wake) cancels the
-//!   operation in the engine (which completes it with EINTR, contract D31) and notifies the
-//!   condvar.
+//! - an in-process engine ([`InProcess`](crate::InProcess)): a `rawgadget_engine::Instance`
+//!   and a controller model behind a mutex. A blocking method submits the operation, and if it
+//!   is pending waits for its completion; its [`Wake`](crate::Wake) cancels the operation in
+//!   the engine (which completes it with EINTR, contract D31) and wakes the waiting thread.
 //!
 //! Methods return the ioctl's errno unchanged; the gadget API adds the operation's name. The
 //! blocking ones take a [`CancelHandle`]: they must return EINTR at once if it is cancelled, and
@@ -131,6 +130,38 @@ pub trait Backend: Send + Sync + fmt::Debug {
         flags: IoFlags,
         cancel: &CancelHandle,
     ) -> Result<usize, Errno>;
+    /// USB_RAW_IOCTL_EP_WRITE of an owned buffer, which a backend may hand to the controller
+    /// instead of copying it. Returns the result and a buffer to reuse, of the same length
+    /// unless the call failed before taking it; its contents are unspecified. By default,
+    /// [`Backend::ep_write`] and the same buffer back.
+    fn ep_write_owned(
+        &self,
+        ep: EpHandle,
+        data: Vec<u8>,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> (Result<usize, Errno>, Vec<u8>) {
+        let r = self.ep_write(ep, &data, flags, cancel);
+        (r, data)
+    }
+
+    /// USB_RAW_IOCTL_EP_READ into an owned buffer (its length is the transfer's), which a
+    /// backend may hand to the controller instead of copying into it. Returns the result and
+    /// the buffer cut to the bytes received (on error its contents are unspecified). By
+    /// default, [`Backend::ep_read`] into the same buffer.
+    fn ep_read_owned(
+        &self,
+        ep: EpHandle,
+        mut buf: Vec<u8>,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> (Result<usize, Errno>, Vec<u8>) {
+        let r = self.ep_read(ep, &mut buf, flags, cancel);
+        if let Ok(n) = r {
+            buf.truncate(n);
+        }
+        (r, buf)
+    }
     /// USB_RAW_IOCTL_CONFIGURE.
     fn configure(&self) -> Result<(), Errno>;
     /// USB_RAW_IOCTL_VBUS_DRAW, in 2 mA units (the unit of a USB 2.0 `bMaxPower`).

@@ -41,7 +41,7 @@ pub enum Event {
 }
 
 impl Event {
-    fn from_raw(raw: RawEvent) -> Result<Event> {
+    pub(crate) fn from_raw(raw: RawEvent) -> Result<Event> {
         Ok(match raw.event_type {
             event_type::USB_RAW_EVENT_CONNECT => Event::Connect,
             event_type::USB_RAW_EVENT_CONTROL => {
@@ -472,6 +472,47 @@ impl Endpoint {
         )?;
         trace!(len = data.len(), sent = n, "write");
         Ok(n)
+    }
+
+    /// EP_WRITE of an owned buffer (IN endpoints): the backend may hand it to the controller
+    /// instead of copying it (the in-process engine does). Returns the bytes sent and a buffer
+    /// of the same length to reuse, whose contents are unspecified (it may be another one).
+    pub fn write_owned(&self, data: Vec<u8>) -> (Result<usize>, Vec<u8>) {
+        self.write_owned_with(data, IoFlags::NONE)
+    }
+
+    /// [`write_owned`](Self::write_owned) with flags.
+    pub fn write_owned_with(&self, data: Vec<u8>, flags: IoFlags) -> (Result<usize>, Vec<u8>) {
+        let _e = self.inner.span.enter();
+        if let Err(e) = self.check_direction(Direction::In, "write") {
+            return (Err(e), data);
+        }
+        let len = data.len();
+        let g = &self.inner.gadget;
+        let (r, buf) = g
+            .backend
+            .ep_write_owned(self.inner.handle, data, flags, &self.inner.cancel);
+        let r = self.call("USB_RAW_IOCTL_EP_WRITE", r);
+        trace!(len, sent = ?r.as_ref().ok(), "write");
+        (r, buf)
+    }
+
+    /// EP_READ into an owned buffer of the transfer's length (OUT endpoints), handed to the
+    /// controller instead of copied into. Returns the bytes received and the buffer, cut to
+    /// them (possibly another buffer than the one given).
+    pub fn read_owned(&self, buf: Vec<u8>) -> (Result<usize>, Vec<u8>) {
+        let _e = self.inner.span.enter();
+        if let Err(e) = self.check_direction(Direction::Out, "read") {
+            return (Err(e), buf);
+        }
+        let len = buf.len();
+        let g = &self.inner.gadget;
+        let (r, buf) =
+            g.backend
+                .ep_read_owned(self.inner.handle, buf, IoFlags::NONE, &self.inner.cancel);
+        let r = self.call("USB_RAW_IOCTL_EP_READ", r);
+        trace!(len, received = ?r.as_ref().ok(), "read");
+        (r, buf)
     }
 
     /// EP_READ of up to `len` bytes (OUT endpoints). A transfer ends when `len` bytes arrived

@@ -2,28 +2,56 @@
 //! host, all in this process. No root, no kernel module.
 //!
 //! [`InProcess`] implements [`Backend`] over a [`SharedBus`] (engine instance + controller
-//! model behind one mutex and condvar). Its other handle, the `Arc<SharedBus>`, is the host's
+//! model behind one mutex). Its other handle, the `Arc<SharedBus>`, is the host's
 //! side: give it to a [`rawgadget_loopback::Threaded`] port and drive a
 //! [`rawgadget_loopback::Host`] from another thread.
 //!
-//! A blocking call submits its operation; if the engine reports it pending, the call waits on
-//! the bus's condvar for that operation's result. Cancelling it sets a flag and notifies the
-//! condvar; the waiting thread itself then cancels the operation in the engine, which returns
-//! EINTR only if the transfer was really still queued (contract D31).
+//! A blocking call submits its operation; if the engine reports it pending, the call waits for
+//! that operation's result, which the thread completing it hands over
+//! ([`SharedBus::wait_op`]). Cancelling it sets a flag and unparks the waiting thread, which
+//! itself then cancels the operation in the engine; the engine returns EINTR only if the
+//! transfer was really still queued (contract D31).
 //!
 //! Unlike a device node, the engine could keep several requests per endpoint in flight; this
 //! backend keeps raw gadget's depth of one so programs behave the same on both.
+//!
+//! # Buffers handed over
+//! [`Backend::ep_write_owned`] and [`Backend::ep_read_owned`] give the engine the caller's
+//! buffer instead of a copy. When one packet-level move covers the gadget's request and the
+//! host's URB whole, the controller model swaps the two buffers (a 64 KiB bulk transfer moves
+//! no byte); the caller gets back a buffer of the same length whose contents are unspecified
+//! (write) or hold the data (read). The slice methods copy in and out, as the ioctl does.
+//!
+//! # Same-thread dispatch
+//! With a device program in one thread and the host in another, every control transfer costs
+//! two thread handoffs (the SETUP to the program, its answer back), and every bulk transfer
+//! at least one. On a loaded machine each handoff waits for the scheduler. Two step-shaped
+//! alternatives remove them; the in-process host runs them in its own thread whenever it waits
+//! ([`SharedBus::add_inline_step`]):
+//! - [`InlineEvents`] keeps an EVENT_FETCH pending for the gadget, exactly as a program
+//!   blocked in [`Gadget::next_event`](crate::Gadget::next_event) does, and calls the program's
+//!   event handler with each event. Its ep0 answers complete at once (the host's URB is
+//!   already there); a call that would have to wait for the host fails with EINTR instead of
+//!   deadlocking.
+//! - [`InlineTransfers`] keeps one EP_WRITE or EP_READ pending on an endpoint, with a buffer
+//!   handed over, and calls a completion handler that returns the next buffer.
+//!
+//! The engine sees the same operations in the same order as from threads; only the thread
+//! differs.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Thread};
 
-use rawgadget_engine::{ClientOp, OpResult, Outcome, Payload};
-use rawgadget_loopback::{Bus, SharedBus};
+use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, Payload};
+use rawgadget_loopback::{Bus, InlineStepId, SharedBus};
 use rawgadget_uapi::{Errno, Speed, UsbRawEpIo, UsbRawInit, UDC_NAME_LENGTH_MAX};
 
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::cancel::{CancelHandle, Wake};
+use crate::gadget::{Endpoint, Event};
+use crate::Direction;
 
 /// See the module doc.
 ///
@@ -57,22 +85,26 @@ impl InProcess {
         &self.shared
     }
 
+    fn submit(&self, op: ClientOp) -> Result<OpResult, OpId> {
+        submit(&self.shared, op)
+    }
+
     fn immediate(&self, op: ClientOp) -> OpResult {
-        match self.shared.with(|b| b.client(op)) {
-            Outcome::Done(r) => r,
+        match self.submit(op) {
+            Ok(r) => r,
             // only the five I/O ioctls block, and they go through `blocking`
-            Outcome::Pending(id) => self.wait(id, None),
+            Err(id) => self.wait(id, &|| false),
         }
     }
 
     fn blocking(&self, op: ClientOp, cancel: &CancelHandle) -> OpResult {
-        let id = match self.shared.with(|b| b.client(op)) {
-            Outcome::Done(r) => return r,
-            Outcome::Pending(id) => id,
+        let id = match self.submit(op) {
+            Ok(r) => return r,
+            Err(id) => id,
         };
         let flag = Arc::new(CancelFlag {
             requested: AtomicBool::new(false),
-            shared: self.shared.clone(),
+            waiter: thread::current(),
         });
         let guard = match cancel.enter(flag.clone()) {
             Ok(g) => Some(g),
@@ -81,22 +113,15 @@ impl InProcess {
                 None
             }
         };
-        let r = self.wait(id, Some(&flag));
+        let r = self.wait(id, &|| flag.requested.load(Ordering::SeqCst));
         drop(guard);
         r
     }
 
-    fn wait(&self, id: rawgadget_engine::OpId, flag: Option<&CancelFlag>) -> OpResult {
-        let mut cancelled = false;
+    fn wait(&self, id: OpId, interrupted: &dyn Fn() -> bool) -> OpResult {
         self.shared
-            .wait_for(Duration::MAX, |b| {
-                if !cancelled && flag.is_some_and(|f| f.requested.load(Ordering::SeqCst)) {
-                    cancelled = true;
-                    b.cancel(id);
-                }
-                b.take_completion(id)
-            })
-            // wait_for only gives up at its deadline, which Duration::MAX never reaches
+            .wait_op(id, None, interrupted)
+            // wait_op only gives up at a deadline, and there is none
             .unwrap_or(OpResult {
                 ret: Err(Errno::EINTR),
                 payload: Payload::None,
@@ -104,16 +129,33 @@ impl InProcess {
     }
 }
 
+/// Runs `op`; a blocked operation that finished within the same call (its peer was already
+/// waiting) is returned as done, saving a second trip through the lock.
+fn submit(shared: &SharedBus, op: ClientOp) -> Result<OpResult, OpId> {
+    shared.with(|b| match b.client(op) {
+        Outcome::Done(r) => Ok(r),
+        Outcome::Pending(id) => b.take_completion(id).ok_or(id),
+    })
+}
+
 /// Set by a [`CancelHandle`]; the waiting thread acts on it under the bus lock.
 struct CancelFlag {
     requested: AtomicBool,
-    shared: Arc<SharedBus>,
+    waiter: Thread,
 }
 
 impl Wake for CancelFlag {
     fn wake(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        self.shared.notify();
+        self.waiter.unpark();
+    }
+}
+
+/// The buffer an EP_READ / EP_WRITE handed to the engine, back from its result.
+fn returned_buffer(payload: Payload) -> Vec<u8> {
+    match payload {
+        Payload::Data(buf) => buf,
+        _ => Vec::new(),
     }
 }
 
@@ -257,6 +299,42 @@ impl Backend for InProcess {
         )
     }
 
+    fn ep_write_owned(
+        &self,
+        ep: EpHandle,
+        data: Vec<u8>,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> (Result<usize, Errno>, Vec<u8>) {
+        let io = match io(ep.0, flags, data.len()) {
+            Ok(io) => io,
+            Err(e) => return (Err(e), data),
+        };
+        let r = self.blocking(ClientOp::EpWrite { io, data }, cancel);
+        (r.ret.map(|n| n as usize), returned_buffer(r.payload))
+    }
+
+    fn ep_read_owned(
+        &self,
+        ep: EpHandle,
+        buf: Vec<u8>,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> (Result<usize, Errno>, Vec<u8>) {
+        let io = match io(ep.0, flags, buf.len()) {
+            Ok(io) => io,
+            Err(e) => return (Err(e), buf),
+        };
+        let r = self.blocking(ClientOp::EpRead { io, buf }, cancel);
+        let n = r.ret.map(|n| n as usize);
+        let mut buf = returned_buffer(r.payload);
+        // the engine truncates a read's buffer to what it received; keep that exact
+        if let Ok(n) = n {
+            buf.truncate(n);
+        }
+        (n, buf)
+    }
+
     fn configure(&self) -> Result<(), Errno> {
         unit(self.immediate(ClientOp::Configure { arg: 0 }))
     }
@@ -303,5 +381,299 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         // release(): the host keeps the bus, the instance goes away
         self.shared.with(|b| b.close());
+    }
+}
+
+/// Same-thread dispatch of a gadget's events on an in-process bus (see the module doc).
+///
+/// Keeps one EVENT_FETCH pending, as [`Gadget::next_event`](crate::Gadget::next_event) in an
+/// event thread does, and calls the handler with each event from the host's thread, while the
+/// host waits. Dropping it (or the handler returning [`ControlFlow::Break`], or the
+/// instance closing) stops the dispatch; a pending EVENT_FETCH is then cancelled.
+///
+/// ```no_run
+/// use std::ops::ControlFlow;
+/// use std::sync::Arc;
+/// use rawgadget::{inprocess::InlineEvents, Event, Gadget, InProcess};
+/// let (backend, bus) = InProcess::new();
+/// let gadget = Gadget::builder().build(Arc::new(backend))?;
+/// gadget.run()?;
+/// let g = gadget.clone();
+/// let _events = InlineEvents::start(&bus, move |ev| {
+///     if let Event::Control(setup) = ev {
+///         let _ = if rawgadget::has_in_data_stage(&setup) { g.ep0_stall() } else { g.ep0_ack() };
+///     }
+///     ControlFlow::Continue(())
+/// });
+/// // ... drive a rawgadget_loopback::Host through Threaded::new(bus) in this thread
+/// # Ok::<(), rawgadget::Error>(())
+/// ```
+pub struct InlineEvents {
+    shared: Arc<SharedBus>,
+    step: InlineStepId,
+    state: Arc<Mutex<InlineState>>,
+}
+
+#[derive(Default)]
+struct InlineState {
+    /// The EVENT_FETCH the gadget is "blocked" in.
+    pending: Option<OpId>,
+    /// Why dispatch stopped: `Ok` for a handler's `Break`, else EVENT_FETCH's errno.
+    ended: Option<Result<(), Errno>>,
+}
+
+impl std::fmt::Debug for InlineEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineEvents")
+            .field("ended", &self.ended())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InlineEvents {
+    /// Installs `handler` as the bus's inline step (replacing any other). Its ep0 calls go
+    /// through the gadget it captured; they must not wait for the host (see the module doc).
+    pub fn start(
+        bus: &Arc<SharedBus>,
+        mut handler: impl FnMut(Event) -> ControlFlow<()> + Send + 'static,
+    ) -> InlineEvents {
+        let state = Arc::new(Mutex::new(InlineState::default()));
+        let step = {
+            let (shared, state) = (bus.clone(), state.clone());
+            move || -> bool {
+                let mut st = lock(&state);
+                if st.ended.is_some() {
+                    return false;
+                }
+                // the result of the pending fetch, or a new fetch (spec §1.5 EVENT_FETCH)
+                let r = match st.pending {
+                    Some(id) => match shared.lock().take_completion(id) {
+                        Some(r) => r,
+                        None => return false,
+                    },
+                    None => match submit(&shared, ClientOp::EventFetch { capacity: 8 }) {
+                        Ok(r) => r,
+                        Err(id) => {
+                            st.pending = Some(id);
+                            return false;
+                        }
+                    },
+                };
+                st.pending = None;
+                let event = match (r.ret, r.payload) {
+                    (Ok(_), Payload::Event { header, data }) => RawEvent {
+                        event_type: header.type_,
+                        length: header.length,
+                        data,
+                    },
+                    (Err(e), _) => {
+                        st.ended = Some(Err(e));
+                        return false;
+                    }
+                    (Ok(_), _) => {
+                        st.ended = Some(Err(Errno::EIO));
+                        return false;
+                    }
+                };
+                drop(st);
+                let Ok(event) = Event::from_raw(event) else {
+                    return true;
+                };
+                if handler(event).is_break() {
+                    lock(&state).ended = Some(Ok(()));
+                }
+                true
+            }
+        };
+        let step = bus.add_inline_step(Box::new(step));
+        InlineEvents {
+            shared: bus.clone(),
+            step,
+            state,
+        }
+    }
+
+    /// `None` while dispatching; then `Ok` if the handler stopped it, or the errno that ended
+    /// EVENT_FETCH (ESHUTDOWN once the instance is closed).
+    pub fn ended(&self) -> Option<Result<(), Errno>> {
+        lock(&self.state).ended
+    }
+}
+
+impl Drop for InlineEvents {
+    fn drop(&mut self) {
+        // from inside a step the removal waits for the round's end
+        let removed = self.shared.remove_inline_step(self.step);
+        let pending = {
+            let mut st = lock(&self.state);
+            st.ended.get_or_insert(Ok(()));
+            st.pending.take()
+        };
+        if let Some(id) = pending {
+            // a signal to the program "blocked" in EVENT_FETCH (contract D31)
+            cancel_op(&self.shared, id);
+        }
+        // last: the handler may own the last handle of the gadget, whose drop closes it
+        drop(removed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A signal to a program blocked in `op`: EINTR unless it already finished (contract D31).
+/// The result is dropped: nobody waits for it any more.
+fn cancel_op(shared: &SharedBus, op: OpId) {
+    shared.with(|b| {
+        b.cancel(op);
+        let _ = b.take_completion(op);
+    });
+}
+
+/// What [`InlineTransfers`]' handler returns after each transfer.
+pub type NextTransfer = Option<Vec<u8>>;
+
+/// Same-thread transfers on one endpoint of an in-process gadget: an endpoint loop written as
+/// a step (see the module doc).
+///
+/// Keeps one EP_WRITE (IN endpoint) or EP_READ (OUT endpoint) pending, raw gadget's queue
+/// depth, with a buffer handed over as in [`Endpoint::write_owned`] /
+/// [`Endpoint::read_owned`]. Each time it completes, in the host's thread while the host
+/// waits, `handler` gets its result and buffer (a read's cut to the bytes received) and
+/// returns the buffer of the next transfer, or `None` to stop. Dropping it stops the stream;
+/// a pending transfer is then cancelled (EINTR unless it had finished, contract D31).
+///
+/// Like a thread blocked in the endpoint's call, a pending transfer makes another
+/// concurrent call on the same endpoint fail with EBUSY.
+pub struct InlineTransfers {
+    shared: Arc<SharedBus>,
+    step: InlineStepId,
+    state: Arc<Mutex<TransferState>>,
+}
+
+struct TransferState {
+    pending: Option<OpId>,
+    next: Option<Vec<u8>>,
+    ended: bool,
+    count: u64,
+}
+
+impl std::fmt::Debug for InlineTransfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("InlineTransfers")
+            .field("completed", &st.count)
+            .field("ended", &st.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InlineTransfers {
+    /// Starts the stream on `endpoint` (of a gadget on `bus`) with `first` as the first
+    /// transfer's buffer; `flags` apply to every transfer.
+    pub fn start(
+        bus: &Arc<SharedBus>,
+        endpoint: &Endpoint,
+        flags: IoFlags,
+        first: Vec<u8>,
+        mut handler: impl FnMut(Result<usize, Errno>, Vec<u8>) -> NextTransfer + Send + 'static,
+    ) -> InlineTransfers {
+        let ep = endpoint.handle().0;
+        let write = endpoint.direction() == Direction::In;
+        let state = Arc::new(Mutex::new(TransferState {
+            pending: None,
+            next: Some(first),
+            ended: false,
+            count: 0,
+        }));
+        let step = {
+            let (shared, state) = (bus.clone(), state.clone());
+            move || -> bool {
+                let mut st = lock(&state);
+                if st.ended {
+                    return false;
+                }
+                let r = if let Some(id) = st.pending {
+                    match shared.lock().take_completion(id) {
+                        Some(r) => r,
+                        None => return false,
+                    }
+                } else {
+                    let Some(buf) = st.next.take() else {
+                        st.ended = true;
+                        return false;
+                    };
+                    let submitted = match io(ep, flags, buf.len()) {
+                        Err(e) => Ok(OpResult {
+                            ret: Err(e),
+                            payload: Payload::Data(buf),
+                        }),
+                        Ok(io) => {
+                            let op = if write {
+                                ClientOp::EpWrite { io, data: buf }
+                            } else {
+                                ClientOp::EpRead { io, buf }
+                            };
+                            submit(&shared, op)
+                        }
+                    };
+                    match submitted {
+                        Ok(r) => r,
+                        Err(id) => {
+                            st.pending = Some(id);
+                            // moved: queued; its completion needs the host
+                            return true;
+                        }
+                    }
+                };
+                st.pending = None;
+                st.count += 1;
+                let n = r.ret.map(|n| n as usize);
+                let mut buf = returned_buffer(r.payload);
+                if let (Ok(n), false) = (n, write) {
+                    buf.truncate(n);
+                }
+                drop(st);
+                let next = handler(n, buf);
+                let mut st = lock(&state);
+                match next {
+                    Some(buf) => st.next = Some(buf),
+                    None => st.ended = true,
+                }
+                true
+            }
+        };
+        let step = bus.add_inline_step(Box::new(step));
+        InlineTransfers {
+            shared: bus.clone(),
+            step,
+            state,
+        }
+    }
+
+    /// Transfers completed so far.
+    pub fn completed(&self) -> u64 {
+        lock(&self.state).count
+    }
+
+    /// Whether the handler stopped the stream.
+    pub fn ended(&self) -> bool {
+        lock(&self.state).ended
+    }
+}
+
+impl Drop for InlineTransfers {
+    fn drop(&mut self) {
+        let removed = self.shared.remove_inline_step(self.step);
+        let pending = {
+            let mut st = lock(&self.state);
+            st.ended = true;
+            st.pending.take()
+        };
+        if let Some(id) = pending {
+            cancel_op(&self.shared, id);
+        }
+        drop(removed);
     }
 }
