@@ -390,6 +390,9 @@ impl Drop for InProcess {
 /// event thread does, and calls the handler with each event from the host's thread, while the
 /// host waits. Dropping it (or the handler returning [`ControlFlow::Break`], or the
 /// instance closing) stops the dispatch; a pending EVENT_FETCH is then cancelled.
+/// [`Gadget::stop_events`](crate::Gadget::stop_events) does not stop it (it only interrupts
+/// blocking calls). A handler that owns a [`Gadget`](crate::Gadget) handle keeps the instance
+/// open until this is dropped.
 ///
 /// ```no_run
 /// use std::ops::ControlFlow;
