@@ -7,10 +7,7 @@
 
 use crate::udc::UdcEndpoint;
 use rawgadget_uapi::Speed;
-use rawgadget_usb::{
-    EndpointView, TransferType, USB_ENDPOINT_XFERTYPE_MASK, USB_ENDPOINT_XFER_BULK,
-    USB_ENDPOINT_XFER_CONTROL, USB_ENDPOINT_XFER_INT, USB_ENDPOINT_XFER_ISOC,
-};
+use rawgadget_usb::{EndpointView, TransferType};
 
 /// The 9 bytes USB_RAW_IOCTL_EP_ENABLE copies (`struct usb_endpoint_descriptor`, spec §1.3),
 /// read in place with rawgadget-usb's endpoint view.
@@ -24,33 +21,6 @@ pub type EpDesc<'a> = EndpointView<&'a [u8; 9]>;
 /// Reads the EP_ENABLE bytes as an endpoint descriptor, unchecked (see [`EpDesc`]).
 pub fn ep_desc(desc: &[u8; 9]) -> EpDesc<'_> {
     EndpointView::new_unchecked(desc)
-}
-
-/// USB_ENDPOINT_XFER_* values of `bmAttributes & 3`, rawgadget-usb's constants under the names
-/// rawgadget-udc matches on.
-pub const XFER_CONTROL: u8 = USB_ENDPOINT_XFER_CONTROL;
-pub const XFER_ISOC: u8 = USB_ENDPOINT_XFER_ISOC;
-pub const XFER_BULK: u8 = USB_ENDPOINT_XFER_BULK;
-pub const XFER_INT: u8 = USB_ENDPOINT_XFER_INT;
-
-/// The fields of the EP_ENABLE bytes as rawgadget-udc (`controllers/model`, `dummy_enable`'s
-/// checks) reads them. Only a shim over [`EpDesc`]: the byte offsets live in rawgadget-usb.
-/// The engine itself uses [`ep_desc`]; this goes once rawgadget-udc does too.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct EpDescFields([u8; 9]);
-
-impl EpDescFields {
-    pub fn from_ioctl_bytes(desc: &[u8; 9]) -> Self {
-        EpDescFields(*desc)
-    }
-    /// `usb_endpoint_maxp`: bits 10..0 of `wMaxPacketSize`.
-    pub fn maxp(self) -> u16 {
-        ep_desc(&self.0).max_packet()
-    }
-    /// `usb_endpoint_type`: `bmAttributes & 3`, one of the `XFER_*` values.
-    pub fn xfer_type(self) -> u8 {
-        ep_desc(&self.0).attributes() & USB_ENDPOINT_XFERTYPE_MASK
-    }
 }
 
 /// `usb_gadget_ep_match_desc(gadget, ep, desc, NULL)`; `udc_max_speed` is `gadget->max_speed`.
@@ -135,8 +105,6 @@ mod tests {
             assert_eq!(v.transfer_type().bits(), b[3] & 3, "{b:02x?}");
             assert_eq!(v.max_packet(), wmps & 0x7ff, "{b:02x?}");
             assert_eq!(u16::from(v.mult()), ((wmps >> 11) & 3) + 1, "{b:02x?}");
-            let f = EpDescFields::from_ioctl_bytes(&b);
-            assert_eq!((f.maxp(), f.xfer_type()), (wmps & 0x7ff, b[3] & 3));
         }
     }
 

@@ -1097,7 +1097,9 @@ impl Recording {
                 ""
             };
             let _ = writeln!(out, "  -- configuration index {i}{mark}");
-            let _ = write!(out, "{}", Dump(cfg));
+            // MaxPower's unit depends on the device's bcdUSB (x8 at SuperSpeed), as in lsusb
+            let bcd = dev.get(2..4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+            let _ = write!(out, "{}", Dump::with_usb_version(cfg, bcd));
         }
         if let Some(b) = &self.bos {
             let _ = writeln!(out, "Binary Object Store Descriptor:");

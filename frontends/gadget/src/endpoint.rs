@@ -13,22 +13,23 @@ use rawgadget_usb::{Direction, EndpointAddress, EndpointDescriptor, TransferType
 
 use crate::backend::EpInfo;
 
-/// Whether a UDC endpoint can serve a descriptor, by the rules of `usb_gadget_ep_match_desc`
-/// (`drivers/usb/gadget/udc/core.c`): direction, transfer type (interrupt also fits a
-/// bulk-capable endpoint, contract D5) and maxpacket limit. Speed-dependent limits are left to
-/// the UDC.
+/// Whether a UDC endpoint can serve a descriptor: the engine's `usb_gadget_ep_match_desc`
+/// (direction, transfer type — interrupt also fits a bulk-capable endpoint, contract D5 —
+/// and maxpacket limit), for a dual-speed controller. The UDC's own speed-dependent checks
+/// (contract D6) are left to EP_ENABLE.
 pub fn ep_suits(info: &EpInfo, desc: &EndpointDescriptor) -> bool {
-    let dir_ok = match desc.direction() {
-        Direction::In => info.caps.dir_in(),
-        Direction::Out => info.caps.dir_out(),
+    let udc = rawgadget_engine::UdcEndpoint {
+        name: info.name.clone(),
+        caps: info.caps,
+        maxpacket_limit: info.maxpacket_limit,
+        max_streams: info.max_streams,
     };
-    let type_ok = match desc.transfer_type() {
-        TransferType::Control => false,
-        TransferType::Isochronous => info.caps.type_iso(),
-        TransferType::Bulk => info.caps.type_bulk(),
-        TransferType::Interrupt => info.caps.type_int() || info.caps.type_bulk(),
-    };
-    dir_ok && type_ok && desc.max_packet() <= info.maxpacket_limit
+    let bytes = desc.to_ioctl_bytes();
+    rawgadget_engine::ep_match::ep_match_desc(
+        rawgadget_uapi::Speed::High,
+        &udc,
+        &rawgadget_engine::ep_match::ep_desc(&bytes),
+    )
 }
 
 fn exact_type(info: &EpInfo, desc: &EndpointDescriptor) -> bool {

@@ -1,8 +1,9 @@
 //! `usb_ep_enable` on the model: dummy's `dummy_enable` checks (contract D6,
 //! `dummy_hcd.c:529-663`) and the iso personality's lack of them (contract I3).
 
-use rawgadget_engine::ep_match::{EpDescFields, XFER_BULK, XFER_INT, XFER_ISOC};
+use rawgadget_engine::ep_match::ep_desc;
 use rawgadget_uapi::{Errno, Speed};
+use rawgadget_usb::TransferType;
 
 use crate::personality::EnableRules;
 
@@ -20,9 +21,9 @@ pub(super) fn check_descriptor(
     speed: Speed,
     desc: &[u8; 9],
 ) -> Result<u32, Errno> {
-    let fields = EpDescFields::from_ioctl_bytes(desc);
+    let desc = ep_desc(desc);
     // usb_endpoint_maxp: bits 10..0 (the multiplier does not count)
-    let max = u32::from(fields.maxp());
+    let max = u32::from(desc.max_packet());
     if max == 0 {
         // dummy would accept an interrupt maxpacket of 0 and then divide by it in transfer();
         // raw gadget refuses 0 before reaching the controller, so this is never observable.
@@ -30,16 +31,16 @@ pub(super) fn check_descriptor(
     }
     if rules == EnableRules::MatchOnly {
         // contract I3: vep_enable does no speed or name checks
-        return match fields.xfer_type() {
-            XFER_BULK | XFER_INT | XFER_ISOC => Ok(max),
-            _ => Err(Errno::EINVAL),
+        return match desc.transfer_type() {
+            TransferType::Bulk | TransferType::Interrupt | TransferType::Isochronous => Ok(max),
+            TransferType::Control => Err(Errno::EINVAL),
         };
     }
     let name_has = |s: &str| ep_name.contains(s);
-    let ok = match fields.xfer_type() {
+    let ok = match desc.transfer_type() {
         // contract D6: bulk never on -iso/-int; exactly 1024 at SS, 512 at HS, 8..64 at FS,
         // never at LS
-        XFER_BULK => {
+        TransferType::Bulk => {
             !name_has("-iso")
                 && !name_has("-int")
                 && match speed {
@@ -51,7 +52,7 @@ pub(super) fn check_descriptor(
         }
         // contract D6: interrupt not on -iso (so -bulk names accept it); ≤1024 at HS/SS,
         // ≤64 at FS, ≤8 at LS
-        XFER_INT => {
+        TransferType::Interrupt => {
             !name_has("-iso")
                 && match speed {
                     Speed::Super | Speed::High => max <= 1024,
@@ -60,7 +61,7 @@ pub(super) fn check_descriptor(
                 }
         }
         // unreachable on dummy's list (D5 never matches iso), kept for faithfulness
-        XFER_ISOC => {
+        TransferType::Isochronous => {
             !name_has("-bulk")
                 && !name_has("-int")
                 && match speed {
@@ -70,7 +71,7 @@ pub(super) fn check_descriptor(
                 }
         }
         // few chips support control except on ep0
-        _ => false,
+        TransferType::Control => false,
     };
     if ok {
         Ok(max)
