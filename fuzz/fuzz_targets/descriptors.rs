@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<ControlRequest>(data);
     round_trip::<DeviceDescriptor>(data);
     round_trip::<ConfigurationDescriptor>(data);
+    round_trip::<OtherSpeedConfigurationDescriptor>(data);
     round_trip::<InterfaceDescriptor>(data);
     round_trip::<EndpointDescriptor>(data);
     round_trip::<StringDescriptor>(data);
