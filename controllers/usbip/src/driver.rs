@@ -11,6 +11,12 @@
 //!   encoded replies and writes them outside the lock. It also notices a gadget that closed
 //!   and the next controller timer.
 //!
+//! Replies that an input produces at once (a URB the controller answers itself or matches with
+//! a queued request) are written by the reader itself, without waking the writer first. One
+//! flag says who is writing: whoever takes replies from the link (under the bus lock) sets it
+//! and writes everything it took before clearing it, so replies leave in the order the link
+//! made them.
+//!
 //! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
 //! owner calls [`ConnectionHandle::close`], both threads end and the link applies U20
 //! (DISCONNECT, ESHUTDOWN) under the lock.
@@ -18,6 +24,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
@@ -150,20 +157,22 @@ pub(crate) fn serve<S: Stream>(
         Ok(w) => w,
         Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
     };
+    let writing = Arc::new(AtomicBool::new(false));
     let writer_thread = {
-        let (shared, link, span) = (shared.clone(), link.clone(), span.clone());
+        let (shared, link, span, writing) =
+            (shared.clone(), link.clone(), span.clone(), writing.clone());
         thread::Builder::new()
             .name("usbip-tx".into())
             .spawn(move || {
                 let _entered = span.enter();
-                write_loop(&shared, &link, writer, clock)
+                write_loop(&shared, &link, writer, clock, &writing)
             })
     };
     let writer_thread = match writer_thread {
         Ok(t) => t,
         Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
     };
-    let end = read_loop(shared, &link, &mut stream, clock);
+    let end = read_loop(shared, &link, &mut stream, clock, &writing);
     end_connection(shared, &link, &stream, clock, end, Some(writer_thread))
 }
 
@@ -174,6 +183,7 @@ fn read_loop<S: Stream>(
     link: &Mutex<Link>,
     stream: &mut S,
     clock: Clock,
+    writing: &AtomicBool,
 ) -> ConnectionEnd {
     let mut buf = vec![0u8; 256 << 10];
     loop {
@@ -187,12 +197,29 @@ fn read_loop<S: Stream>(
             }
             Err(e) => return ConnectionEnd::Io(e),
         };
-        let r = shared.with(|bus| lock(link).handle_input(bus, clock.now(), &buf[..n]));
-        if let Err(e) = r {
-            if e == LinkError::Closed {
-                return ConnectionEnd::PeerClosed;
+        let r = shared.with(|bus| {
+            let mut l = lock(link);
+            l.handle_input(bus, clock.now(), &buf[..n])?;
+            // replies due now go out from here unless the writer is writing (module doc)
+            Ok(if l.has_output() && !writing.swap(true, Ordering::SeqCst) {
+                Some(l.poll_transmit())
+            } else {
+                None
+            })
+        });
+        match r {
+            Ok(None) => {}
+            Ok(Some(bytes)) => {
+                let written = stream.write_all(&bytes);
+                writing.store(false, Ordering::SeqCst);
+                // what arrived meanwhile is the writer's
+                shared.notify();
+                if let Err(e) = written {
+                    return ConnectionEnd::Io(e);
+                }
             }
-            return ConnectionEnd::Protocol(e);
+            Err(LinkError::Closed) => return ConnectionEnd::PeerClosed,
+            Err(e) => return ConnectionEnd::Protocol(e),
         }
     }
 }
@@ -204,6 +231,7 @@ fn write_loop<S: Stream>(
     link: &Mutex<Link>,
     mut stream: S,
     clock: Clock,
+    writing: &AtomicBool,
 ) -> Option<ConnectionEnd> {
     loop {
         // the next controller timer, or a slow poll that also catches a missed wakeup
@@ -219,7 +247,7 @@ fn write_loop<S: Stream>(
                 if let Err(e) = l.collect(bus) {
                     return Some(Next::Stop(Some(e.into())));
                 }
-                if l.has_output() {
+                if l.has_output() && !writing.swap(true, Ordering::SeqCst) {
                     return Some(Next::Write(l.poll_transmit()));
                 }
                 if l.is_closed() {
@@ -233,7 +261,9 @@ fn write_loop<S: Stream>(
             .unwrap_or(Next::Tick);
         match next {
             Next::Write(bytes) => {
-                if let Err(e) = stream.write_all(&bytes) {
+                let written = stream.write_all(&bytes);
+                writing.store(false, Ordering::SeqCst);
+                if let Err(e) = written {
                     stream.shutdown_both();
                     return Some(ConnectionEnd::Io(e));
                 }
