@@ -22,7 +22,7 @@ use rawgadget_usbip::{
     CmdSubmit, CmdSubmitRepr, DeviceDecoder, DeviceEvent, DevicePdu, HostDecoder, HostPdu,
     HostStep, Limits, OpRequest, UrbShape, UsbDevice,
 };
-use rawgadget_usbip_udc::{usbip_personality, Budget, Link, LinkConfig};
+use rawgadget_usbip_udc::{usbip_iso_personality, usbip_personality, Budget, Link, LinkConfig};
 
 #[derive(Arbitrary, Debug)]
 enum Step {
@@ -56,7 +56,25 @@ struct Input {
     handshake: bool,
     speed: u8,
     second_reset: bool,
+    /// The iso-capable personality (contract §4) with a device that has iso endpoints.
+    iso: bool,
     steps: Vec<Step>,
+}
+
+/// A vendor device with iso IN 0x81, iso OUT 0x02 (bInterval 1) and bulk IN 0x83, for the
+/// iso-capable personality (udc names usbip-vudc).
+fn iso_script(speed: u8) -> DeviceScript {
+    let mut script = DeviceScript::vendor_loopback(speed);
+    script.udc_driver = "usbip-vudc".into();
+    script.udc_device = "usbip-vudc.0".into();
+    script.configs = vec![vec![
+        9, 2, 39, 0, 1, 1, 0, 0x80, 50, // CONFIG, wTotalLength 39
+        9, 4, 0, 0, 3, 0xff, 0, 0, 0, // interface 0, 3 endpoints
+        7, 5, 0x81, 0x01, 0x00, 0x04, 1, // iso IN 1
+        7, 5, 0x02, 0x01, 0x00, 0x04, 1, // iso OUT 2
+        7, 5, 0x83, 0x02, 0x00, 0x02, 0, // bulk IN 3
+    ]];
+    script
 }
 
 /// Small budgets so that a run stays fast; the limits themselves are what is fuzzed.
@@ -190,8 +208,16 @@ fuzz_target!(|input: Input| {
         2 => Speed::High,
         _ => Speed::Super,
     };
-    let mut bus = Bus::with_personality(usbip_personality(Speed::Super));
-    let mut dev = ScriptedDevice::new(DeviceScript::vendor_loopback(speed as u8));
+    let (personality, script) = if input.iso {
+        (usbip_iso_personality(), iso_script(speed as u8))
+    } else {
+        (
+            usbip_personality(Speed::Super),
+            DeviceScript::vendor_loopback(speed as u8),
+        )
+    };
+    let mut bus = Bus::with_personality(personality);
+    let mut dev = ScriptedDevice::new(script);
     let config = LinkConfig {
         budget: BUDGET,
         second_reset: input.second_reset,
