@@ -14,7 +14,9 @@
 //! - [`driver`]: the shell. One reader thread that never stops reading, one writer thread
 //!   woken by the bus's condition variable, one tracing span per connection; decides nothing.
 //! - [`UsbipDevice`] (`device`): a bus (engine instance + controller) whose client side is
-//!   what `rawgadget::InProcess::with_bus` wraps, and whose host side a connection drives.
+//!   what `rawgadget::InProcess::with_bus` wraps, and whose host side a connection drives. Its
+//!   controller is dummy_udc's personality ([`usbip_personality`], SuperSpeed available for
+//!   vhci's SS hub) or the iso-capable one of contract §4 ([`usbip_iso_personality`]).
 //! - [`vhci`]: attach to the local vhci-hcd through sysfs (U17–U21), no TCP, no `usbip` tool.
 //! - [`export`]: a TCP export like `usbipd` (U22–U24) for the stock `usbip attach`.
 //! - [`fake_vhci`]: the host side in userspace, with vhci's checks, for tests and tools.

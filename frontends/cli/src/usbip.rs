@@ -7,6 +7,8 @@
 //!   SIGINT, the end of the program) closes our end of the socket, and vhci detaches the port.
 //! - `--usbip-export [ADDR]` listens like usbipd (default 127.0.0.1:3240) for `usbip attach -r
 //!   HOST -b BUSID`; any other address needs `--usbip-allow-remote` and prints a warning.
+//! - `--usbip-iso` uses the iso-capable controller personality (contract §4) instead of
+//!   dummy_udc's, so Gadget Zero offers its iso altsetting.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
