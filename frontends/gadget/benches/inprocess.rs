@@ -184,10 +184,10 @@ fn wait(port: &mut Threaded, id: rawgadget_udc::UrbId) -> rawgadget_udc::UrbComp
 
 /// Control transfers per second: alternately a vendor IN request of 8 bytes answered with
 /// EP0_WRITE and a vendor OUT request without data acknowledged with EP0_READ(0).
-fn control_rate(rig: &mut Rig, n: usize) -> f64 {
+fn control_rate(rig: &mut Rig, n: usize) -> Figures {
     let setup_in = rawgadget_loopback::setup(0xc0, VENDOR_IN, 0, 0, CONTROL_IN_LEN);
     let setup_out = rawgadget_loopback::setup(0x40, VENDOR_OUT, 0, 0, 0);
-    let t = Instant::now();
+    let clock = Clock::start();
     for i in 0..n {
         let setup = if i % 2 == 0 { setup_in } else { setup_out };
         let id = rig.port.submit(Urb::control(setup, &[]));
@@ -196,7 +196,7 @@ fn control_rate(rig: &mut Rig, n: usize) -> f64 {
         assert_eq!(c.actual_length, u32::from(want));
         black_box(c.data());
     }
-    n as f64 / t.elapsed().as_secs_f64()
+    clock.figures(n, 1)
 }
 
 /// How the device program passes its data.
@@ -221,7 +221,7 @@ enum Dir {
 /// `n` bulk transfers of `size` bytes: the device program reads or writes them from its own
 /// thread, the host keeps `depth` URBs of `size` bytes queued. Returns MB/s, timed from when
 /// both sides have their buffers.
-fn bulk(rig: &mut Rig, dir: Dir, api: Api, size: usize, n: usize, depth: usize) -> f64 {
+fn bulk(rig: &mut Rig, dir: Dir, api: Api, size: usize, n: usize, depth: usize) -> Figures {
     let ep = match dir {
         Dir::In => rig.ep_in.clone(),
         Dir::Out => rig.ep_out.clone(),
@@ -273,12 +273,12 @@ fn bulk(rig: &mut Rig, dir: Dir, api: Api, size: usize, n: usize, depth: usize) 
     if device_thread.is_some() {
         go.wait();
     }
-    let t = Instant::now();
+    let clock = Clock::start();
     host_loop(&mut rig.port, endpoint, size, n, buffers);
     if let Some(t) = device_thread {
         t.join().expect("device program");
     }
-    let rate = (size * n) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let rate = clock.figures(n, size);
     if let Some(stream) = inline {
         // the last completion reaches the handler at the host's next wait, which never comes
         assert!(stream.completed() + 1 >= n as u64);
@@ -327,6 +327,53 @@ fn host_loop(port: &mut Threaded, endpoint: u8, size: usize, n: usize, buffers: 
                 submitted += 1;
             }
         }
+    }
+}
+
+/// Wall time and the process's CPU time (all threads, spinning included) since `start`.
+struct Clock {
+    wall: Instant,
+    cpu: Duration,
+}
+
+/// One run's figures.
+#[derive(Clone, Copy)]
+struct Figures {
+    /// Transfers per second (control) or MB/s (bulk).
+    rate: f64,
+    /// CPU time per transfer, both sides together, in microseconds.
+    cpu_us: f64,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: process_cpu_time(),
+        }
+    }
+
+    /// Figures for `n` transfers of `size` bytes (`size` 1: a rate per second).
+    fn figures(&self, n: usize, size: usize) -> Figures {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cpu = (process_cpu_time() - self.cpu).as_secs_f64();
+        let scale = if size == 1 { 1.0 } else { 1e6 };
+        Figures {
+            rate: (size * n) as f64 / wall / scale,
+            cpu_us: cpu * 1e6 / n as f64,
+        }
+    }
+}
+
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn median_figures(v: Vec<Figures>) -> Figures {
+    Figures {
+        rate: median(v.iter().map(|f| f.rate).collect()),
+        cpu_us: median(v.iter().map(|f| f.cpu_us).collect()),
     }
 }
 
@@ -402,14 +449,17 @@ fn main() {
     let runs = if quick { 3 } else { 7 };
     let scale = if quick { 4 } else { 1 };
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    println!("rawgadget in-process bench: blocking API, in-process host in the main thread");
+    println!("rawgadget in-process bench: gadget API, in-process host in the main thread");
     println!(
-        "{cpus} CPUs, load average before: {}; median of {runs} runs",
+        "{cpus} CPUs, load average before: {}; median of {runs} runs; CPU: process CPU time \
+         per transfer, both sides (spinning included)",
         load_average()
     );
 
-    println!("\n| control transfers (vendor IN 8 B / OUT 0 B, alternating) | per second |");
-    println!("|---|---|");
+    println!(
+        "\n| control transfers (vendor IN 8 B / OUT 0 B, alternating) | per second | CPU µs |"
+    );
+    println!("|---|---|---|");
     for (name, dispatch) in [
         ("event loop in its own thread", Dispatch::Thread),
         (
@@ -422,18 +472,20 @@ fn main() {
         }
         let mut rig = start(dispatch);
         let control_n = 40_000 / scale;
-        let control = median(
+        let f = median_figures(
             (0..runs)
                 .map(|_| control_rate(&mut rig, control_n))
                 .collect(),
         );
-        println!("| {name} | {control:.0} |");
+        println!("| {name} | {:.0} | {:.2} |", f.rate, f.cpu_us);
         rig.stop();
     }
 
     let mut rig = start(Dispatch::Thread);
-    println!("\n| bulk | device API | URBs queued | size | MB/s | memcpy MB/s | % of memcpy |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "\n| bulk | device side | URBs queued | size | MB/s | memcpy MB/s | % of memcpy | CPU µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for size in [512usize, 4096, 65536] {
         // about 0.1 s a run at a few GB/s
         let n = match size {
@@ -451,17 +503,19 @@ fn main() {
                 if !wanted(&format!("bulk {dir_name} {api_name} {depth} {size}")) {
                     continue;
                 }
-                let mut rates = Vec::new();
+                let mut figures = Vec::new();
                 let mut copies = Vec::new();
                 for _ in 0..runs {
-                    rates.push(bulk(&mut rig, dir, api, size, n, depth));
+                    figures.push(bulk(&mut rig, dir, api, size, n, depth));
                     copies.push(memcpy(size, n));
                 }
-                let rate = median(rates);
+                let f = median_figures(figures);
                 let copy = median(copies);
                 println!(
-                    "| {dir_name} | {api_name} | {depth} | {size} B | {rate:.0} | {copy:.0} | {:.1}% |",
-                    100.0 * rate / copy
+                    "| {dir_name} | {api_name} | {depth} | {size} B | {:.0} | {copy:.0} | {:.1}% | {:.2} |",
+                    f.rate,
+                    100.0 * f.rate / copy,
+                    f.cpu_us
                 );
             }
         }
