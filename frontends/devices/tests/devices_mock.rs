@@ -462,7 +462,7 @@ fn zero_iso_altsetting_when_controller_has_iso() {
         maxpacket_limit: 1024,
         max_streams: 0,
     });
-    let (dev, _) = gadget_zero(ZeroConfig::default());
+    let (dev, stats) = gadget_zero(ZeroConfig::default());
     let r = start(dev, Speed::High, eps);
     let m = &r.mock;
     let cfg = m.control_in(get_descriptor(2, 0, 512)).unwrap();
@@ -483,6 +483,16 @@ fn zero_iso_altsetting_when_controller_has_iso() {
     let enabled = m.wait_enabled(4).unwrap();
     assert!(enabled.iter().any(|(_, d)| d.address.0 == 0x83));
     assert_eq!(m.control_in(setup(0x81, 10, 0, 0, 1)).unwrap(), [1]);
+    // Iso OUT data is counted but not checked against the pattern: f_sourcesink checks its
+    // bulk OUT endpoint only, and iso packets may arrive partial.
+    m.host_out(0x04, &[0xee; 100]).unwrap();
+    m.host_out_drained(0x04).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while stats.bytes_out.load(Ordering::SeqCst) < 100 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(stats.bytes_out.load(Ordering::SeqCst), 100);
+    assert_eq!(stats.pattern_errors(), 0);
 }
 
 fn caps(iso: bool, dir_in: bool) -> rawgadget_uapi::UsbRawEpCaps {
