@@ -480,7 +480,10 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
 const MAX_EARLY_CRASHES: usize = 2;
 
 /// Most boots one scenario may add to finish substrates that failed part-way.
-const MAX_RESUMES: usize = 3;
+const MAX_RESUMES: usize = 4;
+
+/// Most boots one substrate may add.
+const MAX_RESUMES_PER_SUBSTRATE: usize = 2;
 
 fn run_one(
     s: &Scenario,
@@ -504,21 +507,28 @@ fn run_one(
     // A hang or a dropped device ends a substrate's matrix in that boot (the boot may even be
     // unusable, contract O3); finish its remaining cases in fresh boots so the table is complete.
     let mut retried: Vec<(String, u32)> = Vec::new();
-    let mut pending = if s.name.starts_with("usbtest") {
+    let pending = if s.name.starts_with("usbtest") {
         unfinished(&records, &requested, &retried)
     } else {
         Vec::new()
     };
+    let mut pending: std::collections::VecDeque<Unfinished> = pending.into();
     let mut n = 0;
+    let mut per_substrate: Vec<String> = Vec::new();
+    // First in, first out, so that every substrate gets its turn.
     while let Some(Unfinished {
         substrate: sub,
         left,
         retry,
-    }) = pending.pop()
+    }) = pending.pop_front()
     {
         if n == MAX_RESUMES {
             break;
         }
+        if per_substrate.iter().filter(|x| **x == sub).count() == MAX_RESUMES_PER_SUBSTRATE {
+            continue;
+        }
+        per_substrate.push(sub.clone());
         n += 1;
         let cases: Vec<String> = left.iter().map(u32::to_string).collect();
         if let Some(case) = retry {
