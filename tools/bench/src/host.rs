@@ -91,6 +91,11 @@ pub const TOOLS: &[Tool] = &[
         package: "usbip",
         why: "the stock USB/IP tool (used by the USB/IP substrate)",
     },
+    Tool {
+        program: "/usr/lib/x86_64-linux-gnu/libc.a",
+        package: "libc6-dev",
+        why: "static glibc for the guest binaries (crt-static)",
+    },
 ];
 
 /// Packages the kernel-module build links against at run time (modpost, objtool).

@@ -54,23 +54,22 @@ pub fn parse_image_pkg(name: &str) -> Option<KernelVersion> {
     })
 }
 
-fn apt_has(pkg: &str) -> bool {
-    run(Command::new("apt-cache").args(["show", "--no-all-versions", pkg]))
-        .map(|s| !s.trim().is_empty())
-        .unwrap_or(false)
+/// Package names matching `regex` that the apt lists offer (`apt-cache search --names-only`).
+fn apt_names(regex: &str) -> Result<std::collections::HashSet<String>> {
+    let out = run(Command::new("apt-cache").args(["search", "--names-only", regex]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
 }
 
 fn search_images() -> Result<Vec<KernelVersion>> {
-    let out = run(Command::new("apt-cache").args([
-        "search",
-        "--names-only",
-        r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$",
-    ]))?;
-    let mut v: Vec<KernelVersion> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter_map(parse_image_pkg)
-        .collect();
+    let mut v: Vec<KernelVersion> =
+        apt_names(r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$")?
+            .iter()
+            .filter_map(|n| parse_image_pkg(n))
+            .collect();
     v.sort_by_key(|k| std::cmp::Reverse(k.patch));
     Ok(v)
 }
@@ -89,8 +88,9 @@ pub fn choose_version(cache: &Path, requested: Option<&str>) -> Result<KernelVer
             run(Command::new("apt-get").arg("update"))?;
             found = search_images()?;
         }
+        let others = apt_names(r"^linux-(headers|kbuild)-6\.12\.[0-9]+\+deb[0-9]+")?;
         for k in &found {
-            if k.headers_pkgs().iter().all(|p| apt_has(p)) {
+            if k.headers_pkgs().iter().all(|p| others.contains(p)) {
                 return Ok(k.clone());
             }
             eprintln!(
