@@ -6,8 +6,9 @@
 //!   scripted client, a state machine) is stepped; when neither side can move, virtual time
 //!   jumps to the next timer or the wait's deadline, as quinn's test `Pair` does.
 //! - [`Threaded`]: the device program runs in another thread on a [`SharedBus`]; the host
-//!   blocks on the bus's condition variable with a real-time timeout. Sleeps advance the
-//!   virtual clock without waiting.
+//!   sleeps until its URB is handed to it, with a real-time timeout, and runs the bus's inline
+//!   steps (same-thread device code) before it does. Sleeps advance the virtual clock without
+//!   waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,7 +265,8 @@ impl HostPort for Threaded {
     }
     fn wait(&mut self, id: UrbId, timeout: Duration) -> Option<UrbCompletion> {
         let real = timeout.mul_f64(self.timeout_scale);
-        self.shared.wait_for(real, |b| b.take_urb_completion(id))
+        // targeted: only this URB's completion wakes the host (SharedBus::wait_urb)
+        self.shared.wait_urb(id, real)
     }
     fn sleep(&mut self, d: Duration) {
         // virtual: the device thread sees time jump, as it would after a real sleep
