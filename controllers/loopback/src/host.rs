@@ -66,6 +66,9 @@ pub struct HostConfig {
     pub set_configuration: bool,
     /// How many data bytes of each transfer the recording keeps.
     pub record_bytes: usize,
+    /// How many events the recording keeps (default 100 000); later ones are only counted in
+    /// [`Recording::events_dropped`], so a long-running host's memory stays bounded.
+    pub record_events: usize,
     /// How long [`Host::enumerate`] waits for a device to connect (a hub waits forever).
     pub connect_timeout: Duration,
 }
@@ -78,6 +81,7 @@ impl Default for HostConfig {
             read_strings: true,
             set_configuration: true,
             record_bytes: 64,
+            record_events: 100_000,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -160,6 +164,8 @@ pub struct Recording {
     /// The configuration value set, if any.
     pub configuration: Option<u8>,
     pub events: Vec<HostEvent>,
+    /// Events not kept because [`HostConfig::record_events`] was reached.
+    pub events_dropped: u64,
 }
 
 /// An in-flight URB's bookkeeping.
@@ -189,6 +195,14 @@ impl Host {
         Host {
             config,
             ..Host::default()
+        }
+    }
+
+    fn record(&mut self, e: HostEvent) {
+        if self.rec.events.len() < self.config.record_events {
+            self.rec.events.push(e);
+        } else {
+            self.rec.events_dropped += 1;
         }
     }
 
@@ -301,7 +315,7 @@ impl Host {
             } else {
                 i.out_data
             };
-            self.rec.events.push(HostEvent::Urb(TransferRecord {
+            self.record(HostEvent::Urb(TransferRecord {
                 submitted: i.submitted,
                 completed: now,
                 endpoint: i.endpoint,
@@ -489,7 +503,7 @@ impl Host {
     // Port level
 
     fn port<P: HostPort + ?Sized>(&mut self, p: &mut P, action: PortAction) -> Result<(), Errno> {
-        self.rec.events.push(HostEvent::Port(action));
+        self.record(HostEvent::Port(action));
         p.port(action)
     }
 
@@ -1098,7 +1112,9 @@ impl Recording {
             };
             let _ = writeln!(out, "  -- configuration index {i}{mark}");
             // MaxPower's unit depends on the device's bcdUSB (x8 at SuperSpeed), as in lsusb
-            let bcd = dev.get(2..4).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+            let bcd = dev
+                .get(2..4)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
             let _ = write!(out, "{}", Dump::with_usb_version(cfg, bcd));
         }
         if let Some(b) = &self.bos {

@@ -199,3 +199,21 @@ fn reset_device_reconfigures() {
     assert!(port.device.errors.is_empty(), "{:?}", port.device.errors);
     assert_alive(&mut host, &mut port);
 }
+
+/// A long-running host keeps at most `record_events` events and counts the rest, so its
+/// memory stays bounded however many transfers it makes.
+#[test]
+fn recording_is_bounded() {
+    let mut bus = Bus::new();
+    let config = HostConfig {
+        record_events: 20,
+        ..HostConfig::default()
+    };
+    let (mut port, mut host) = enumerated(&mut bus, config);
+    for _ in 0..50 {
+        assert_alive(&mut host, &mut port);
+    }
+    let rec = host.recording();
+    assert_eq!(rec.events.len(), 20);
+    assert!(rec.events_dropped >= 50, "dropped {}", rec.events_dropped);
+}
