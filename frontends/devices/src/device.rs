@@ -492,18 +492,26 @@ impl DeviceRunner {
             },
             (0x00, USB_REQ_SET_CONFIGURATION) => {
                 // Before the status stage: enable endpoints, VBUS_DRAW, CONFIGURE (spec
-                // Appendix step 5). A repeated SET_CONFIGURATION re-enables cleanly.
-                self.deconfigure();
+                // Appendix step 5). A repeated SET_CONFIGURATION re-enables cleanly. An
+                // invalid value stalls and keeps the current configuration and its endpoints,
+                // as Linux composite.c `set_config` (it disables the old one only for a valid
+                // value).
                 match setup.value {
-                    0 => ControlReply::Accept,
-                    1 => match self.configure() {
-                        Ok(()) => ControlReply::Accept,
-                        Err(e) => {
-                            warn!(error = %e, "SET_CONFIGURATION failed");
-                            self.deconfigure();
-                            ControlReply::Stall
+                    0 => {
+                        self.deconfigure();
+                        ControlReply::Accept
+                    }
+                    1 => {
+                        self.deconfigure();
+                        match self.configure() {
+                            Ok(()) => ControlReply::Accept,
+                            Err(e) => {
+                                warn!(error = %e, "SET_CONFIGURATION failed");
+                                self.deconfigure();
+                                ControlReply::Stall
+                            }
                         }
-                    },
+                    }
                     _ => ControlReply::Stall,
                 }
             }

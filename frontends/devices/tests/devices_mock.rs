@@ -412,6 +412,52 @@ fn zero_reset_then_reconfigure() {
     assert_eq!(m.control_in(setup(0x80, 8, 0, 0, 1)).unwrap(), [0]);
 }
 
+/// Linux composite.c `set_config`: SET_CONFIGURATION with a value that names no configuration
+/// stalls and keeps the current configuration and its endpoints (the bench saw our Gadget Zero
+/// drop to configuration 0, its endpoints then failing with EPROTO).
+#[test]
+fn invalid_set_configuration_stalls_and_keeps_the_configuration() {
+    let (r, stats) = zero(Speed::High);
+    let m = &r.mock;
+    assert_eq!(
+        m.control(SET_CONFIGURATION_1, &[]).unwrap(),
+        Ep0Reply::Out(0)
+    );
+    assert_eq!(m.wait_enabled(4).unwrap().len(), 4);
+    let disables_before = m
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Disable(_)))
+        .count();
+    assert_eq!(
+        m.control(setup(0, 9, 9, 0, 0), &[]).unwrap(),
+        Ep0Reply::Stall,
+        "SET_CONFIGURATION(9)"
+    );
+    assert_eq!(
+        m.control_in(setup(0x80, 8, 0, 0, 1)).unwrap(),
+        [1],
+        "GET_CONFIGURATION after the stall"
+    );
+    let disables_after = m
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Disable(_)))
+        .count();
+    assert_eq!(disables_after, disables_before, "no endpoint was disabled");
+    assert_eq!(m.enabled().len(), 4);
+    // Bulk IN and OUT still move the pattern.
+    let data = m.host_in(0x81).unwrap();
+    assert!(!data.is_empty());
+    assert_eq!(Pattern::Mod63.check(&data, 512).errors, 0);
+    let mut out = vec![0u8; 512];
+    Pattern::Mod63.fill(&mut out, 512);
+    m.host_out(0x02, &out).unwrap();
+    m.host_out_drained(0x02).unwrap();
+    assert_eq!(stats.pattern_errors(), 0);
+    assert_eq!(stats.transfer_errors.load(Ordering::Relaxed), 0);
+}
+
 /// usbtest sets altsetting 0 before every test: the endpoints restart. Alt 1 does not exist
 /// without iso endpoints (contract T9).
 #[test]
