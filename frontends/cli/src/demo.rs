@@ -50,6 +50,7 @@ fn section(title: &str) {
 pub fn keyboard_demo(speed: Speed) -> Result<String> {
     let (device, _state) = keyboard(KeyboardConfig {
         text: DEMO_TEXT.into(),
+        ..KeyboardConfig::default()
     })?;
     let mut dev = start(device, speed)?;
     let mut host = Host::new(HostConfig {

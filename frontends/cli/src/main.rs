@@ -84,6 +84,12 @@ enum Command {
         /// Exit (status 0) once the whole text has been read by the host.
         #[arg(long)]
         exit_when_done: bool,
+        /// Start typing at the first HID SET_REPORT (LEDs) with Num Lock set, not at
+        /// SET_CONFIGURATION: Linux's usbhid drops the reports of its first 50 ms after the
+        /// first open, so a reader that opens the input device later should turn Num Lock on
+        /// once it listens.
+        #[arg(long)]
+        wait_for_led: bool,
     },
 }
 
@@ -156,7 +162,13 @@ fn main() -> ExitCode {
             usbip,
             text,
             exit_when_done,
-        } => run_keyboard(&udc, &usbip, &text, exit_when_done),
+            wait_for_led,
+        } => run_keyboard(
+            &udc,
+            &usbip,
+            KeyboardConfig { text, wait_for_led },
+            exit_when_done,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -182,9 +194,7 @@ fn describe(which: Which, speed: Speed) -> Result<ExitCode> {
         ));
     }
     if matches!(which, Which::Keyboard | Which::All) {
-        let text = KeyboardConfig {
-            text: String::new(),
-        };
+        let text = KeyboardConfig::default();
         devices.push(("HID keyboard", keyboard(text)?.0));
     }
     let mut out = String::new();
@@ -345,14 +355,14 @@ fn run_zero(
 fn run_keyboard(
     udc: &UdcArgs,
     usbip: &usbip::UsbipArgs,
-    text: &str,
+    config: KeyboardConfig,
     exit_when_done: bool,
 ) -> Result<ExitCode> {
-    let (device, state) = keyboard(KeyboardConfig {
-        text: text.to_string(),
-    })?;
+    let chars = config.text.chars().count();
+    let wait_for_led = config.wait_for_led;
+    let (device, state) = keyboard(config)?;
     let (gadget, usbip_device) = open_gadget(udc, usbip)?;
-    tracing::info!(udc = %udc.device, chars = text.chars().count(), "HID keyboard");
+    tracing::info!(udc = %udc.device, chars, wait_for_led, "HID keyboard");
     if exit_when_done {
         let (g, st) = (gadget.clone(), Arc::clone(&state));
         std::thread::spawn(move || {

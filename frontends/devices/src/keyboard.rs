@@ -5,8 +5,14 @@
 //! when needed, usage code) followed by a release report (HID 1.11 appendix B.1, HID Usage
 //! Tables §10). Typing starts at SET_CONFIGURATION; a bus reset stops it and the next
 //! SET_CONFIGURATION continues from the first character not yet typed. Reports are written only
-//! as fast as the host polls (an IN write blocks until the host reads it), so nothing is lost
-//! while no program has the input device open.
+//! as fast as the host polls (an IN write blocks until the host reads it).
+//!
+//! Polling is not reading, though: Linux's usbhid polls as soon as the first reader opens the
+//! input device (the VT keyboard handler, at connect) and drops the reports of its first 50 ms
+//! (`usbhid_open`), so a program that opens evdev later may see nothing. With
+//! [`KeyboardConfig::wait_for_led`] typing waits for a sign from the host side: the first
+//! SET_REPORT (LED output report) with Num Lock set. The host's own SET_REPORT at connect
+//! carries 0 and does not count; once given, the sign holds for later configurations.
 //!
 //! Answers GET_DESCRIPTOR(HID 0x21, REPORT 0x22) to the interface and the class requests
 //! GET_REPORT, SET_REPORT (the LED byte), GET_IDLE, SET_IDLE, GET_PROTOCOL, SET_PROTOCOL.
@@ -155,6 +161,9 @@ pub struct KeyboardState {
     pub last_report: Mutex<Report>,
     /// Set once every report has been delivered.
     pub done: AtomicBool,
+    /// Set once typing may begin: at once without `wait_for_led`, else at the first
+    /// SET_REPORT with Num Lock on.
+    pub typing_allowed: AtomicBool,
 }
 
 impl KeyboardState {
@@ -168,7 +177,13 @@ impl KeyboardState {
 pub struct KeyboardConfig {
     /// What to type (US layout, ASCII).
     pub text: String,
+    /// Start typing only at the first SET_REPORT (LEDs) with Num Lock (bit 0) set, instead of
+    /// at SET_CONFIGURATION. See the module doc.
+    pub wait_for_led: bool,
 }
+
+/// Num Lock in the LED output report (HID Usage Tables §11, LED usage 1 is bit 0).
+pub const LED_NUM_LOCK: u8 = 0x01;
 
 /// Builds the keyboard device and its shared state.
 ///
@@ -178,6 +193,7 @@ pub fn keyboard(config: KeyboardConfig) -> Result<(Device, Arc<KeyboardState>), 
     let reports = text_to_reports(&config.text)?;
     let state = Arc::new(KeyboardState {
         reports_total: reports.len(),
+        typing_allowed: AtomicBool::new(!config.wait_for_led),
         ..Default::default()
     });
     let f = HidKeyboard {
@@ -187,6 +203,7 @@ pub fn keyboard(config: KeyboardConfig) -> Result<(Device, Arc<KeyboardState>), 
         ep_in: EndpointAddress::new(0, Direction::In),
         idle: 0,
         protocol: 1,
+        enabled_in: None,
         worker: None,
     };
     let (strings, [manufacturer, product, serial]) =
@@ -216,7 +233,10 @@ pub struct HidKeyboard {
     idle: u8,
     /// 0 boot, 1 report (the default after reset, HID 1.11 §7.2.6).
     protocol: u8,
-    worker: Option<(Endpoint, JoinHandle<()>)>,
+    /// The interrupt IN endpoint while configured.
+    enabled_in: Option<Endpoint>,
+    /// The typing thread, once started.
+    worker: Option<JoinHandle<()>>,
 }
 
 impl HidKeyboard {
@@ -231,15 +251,35 @@ impl HidKeyboard {
         HidDescriptor::with_report(REPORT_DESCRIPTOR.len() as u16)
     }
 
+    /// Starts the typing thread if configured, allowed and not already started.
+    fn start_typing(&mut self) -> Result<(), DeviceError> {
+        let Some(ep) = &self.enabled_in else {
+            return Ok(());
+        };
+        if self.worker.is_some() || !self.state.typing_allowed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (reports, state, ep) = (self.reports.clone(), self.state.clone(), ep.clone());
+        let thread = std::thread::Builder::new()
+            .name("keyboard".into())
+            .spawn(move || type_reports(&ep, &reports, &state))
+            .map_err(|e| DeviceError::Config(format!("cannot spawn the typing thread: {e}")))?;
+        self.worker = Some(thread);
+        Ok(())
+    }
+
     fn stop(&mut self) {
-        if let Some((ep, thread)) = self.worker.take() {
-            ep.cancel();
+        let Some(ep) = self.enabled_in.take() else {
+            return;
+        };
+        ep.cancel();
+        if let Some(thread) = self.worker.take() {
             if thread.join().is_err() {
                 warn!("typing thread panicked");
             }
-            if let Err(e) = ep.disable() {
-                debug!(error = %e, "disable");
-            }
+        }
+        if let Err(e) = ep.disable() {
+            debug!(error = %e, "disable");
         }
     }
 }
@@ -342,20 +382,21 @@ impl Function for HidKeyboard {
             if let Some(&leds) = data.first() {
                 self.state.leds.store(leds, Ordering::SeqCst);
                 debug!(leds, "LEDs");
+                if leds & LED_NUM_LOCK != 0
+                    && !self.state.typing_allowed.swap(true, Ordering::SeqCst)
+                {
+                    info!("Num Lock on: typing starts");
+                }
+                if let Err(e) = self.start_typing() {
+                    warn!(error = %e, "typing not started");
+                }
             }
         }
     }
 
     fn configure(&mut self, gadget: &Gadget) -> Result<(), DeviceError> {
-        let ep = gadget.enable(&self.endpoint(gadget.speed()))?;
-        let (reports, state) = (self.reports.clone(), self.state.clone());
-        let e2 = ep.clone();
-        let thread = std::thread::Builder::new()
-            .name("keyboard".into())
-            .spawn(move || type_reports(&e2, &reports, &state))
-            .map_err(|e| DeviceError::Config(format!("cannot spawn the typing thread: {e}")))?;
-        self.worker = Some((ep, thread));
-        Ok(())
+        self.enabled_in = Some(gadget.enable(&self.endpoint(gadget.speed()))?);
+        self.start_typing()
     }
 
     fn deconfigure(&mut self) {

@@ -548,7 +548,11 @@ fn caps(iso: bool, dir_in: bool) -> rawgadget_uapi::UsbRawEpCaps {
 // ---- Keyboard ----------------------------------------------------------------------------
 
 fn kbd(text: &str) -> (Running, Arc<rawgadget_devices::KeyboardState>) {
-    let (dev, state) = keyboard(KeyboardConfig { text: text.into() }).unwrap();
+    let (dev, state) = keyboard(KeyboardConfig {
+        text: text.into(),
+        ..KeyboardConfig::default()
+    })
+    .unwrap();
     (start(dev, Speed::High, dummy_udc_eps()), state)
 }
 
@@ -599,6 +603,54 @@ fn keyboard_types_text() {
     }
     assert!(state.is_done());
     assert_eq!(state.reports_sent.load(Ordering::SeqCst), expected.len());
+}
+
+/// `wait_for_led`: nothing is typed after SET_CONFIGURATION nor after the host's own
+/// SET_REPORT(LEDs = 0) at connect; the first SET_REPORT with Num Lock (bit 0) starts typing,
+/// and the whole text follows in order.
+#[test]
+fn keyboard_wait_for_led_starts_at_num_lock() {
+    let (dev, state) = keyboard(KeyboardConfig {
+        text: "ok".into(),
+        wait_for_led: true,
+    })
+    .unwrap();
+    let r = start(dev, Speed::High, dummy_udc_eps());
+    let m = &r.mock;
+    assert_eq!(
+        m.control(SET_CONFIGURATION_1, &[]).unwrap(),
+        Ep0Reply::Out(0)
+    );
+    assert_eq!(m.wait_enabled(1).unwrap().len(), 1);
+    // The host's SET_REPORT at connect: all LEDs off. Then Caps Lock alone.
+    for leds in [0x00, 0x02] {
+        assert_eq!(
+            m.control(setup(0x21, 0x09, 0x0200, 0, 1), &[leds]).unwrap(),
+            Ep0Reply::Out(1)
+        );
+    }
+    // A following request is handled only after the data reached the function.
+    m.control(setup(0x21, 0x0a, 0, 0, 0), &[]).unwrap();
+    assert_eq!(state.leds.load(Ordering::SeqCst), 0x02);
+    // No report is offered: the host's read times out.
+    let impatient = m
+        .clone()
+        .with_timeout(std::time::Duration::from_millis(200));
+    assert_eq!(impatient.host_in(0x85), Err(MockError::Timeout));
+    assert_eq!(state.reports_sent.load(Ordering::SeqCst), 0);
+    // Num Lock (with Caps Lock) on: typing starts.
+    assert_eq!(
+        m.control(setup(0x21, 0x09, 0x0200, 0, 1), &[0x03]).unwrap(),
+        Ep0Reply::Out(1)
+    );
+    for want in text_to_reports("ok").unwrap() {
+        assert_eq!(m.host_in(0x85).unwrap(), want);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !state.is_done() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(state.is_done());
 }
 
 /// HID 1.11 §7.2: the class requests.

@@ -10,7 +10,7 @@ use rawgadget::{Gadget, InProcess, Speed};
 use rawgadget_devices::keyboard::text_to_reports;
 use rawgadget_devices::{gadget_zero, keyboard, DeviceRunner, KeyboardConfig, Pattern, ZeroConfig};
 use rawgadget_loopback::{Host, HostConfig, Threaded};
-use rawgadget_udc::UrbFlags;
+use rawgadget_udc::{Urb, UrbFlags};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -99,7 +99,11 @@ fn gadget_zero_enumerates_and_moves_the_pattern() {
 #[test]
 fn keyboard_types_its_text() {
     let text = "Hi!\n";
-    let (device, state) = keyboard(KeyboardConfig { text: text.into() }).expect("keyboard");
+    let (device, state) = keyboard(KeyboardConfig {
+        text: text.into(),
+        ..KeyboardConfig::default()
+    })
+    .expect("keyboard");
     let (mut port, _runner) = start(device, Speed::High);
     let mut host = Host::new(HostConfig::default());
     host.enumerate(&mut port).expect("enumeration");
@@ -126,6 +130,46 @@ fn keyboard_types_its_text() {
         thread::sleep(Duration::from_millis(5));
     }
     assert!(state.is_done());
+}
+
+/// `wait_for_led`, as usbhid drives it: the interrupt IN URB stays in flight from connect; the
+/// host's own SET_REPORT(LEDs = 0) does not start typing, the one with Num Lock does, and
+/// the pending URB then completes with the first key press.
+#[test]
+fn keyboard_wait_for_led_types_after_num_lock() {
+    let text = "ab";
+    let (device, state) = keyboard(KeyboardConfig {
+        text: text.into(),
+        wait_for_led: true,
+    })
+    .expect("keyboard");
+    let (mut port, _runner) = start(device, Speed::High);
+    let mut host = Host::new(HostConfig::default());
+    host.enumerate(&mut port).expect("enumeration");
+    let ep = 0x85; // ep5in-int on dummy_udc
+    let first = host.submit(&mut port, Urb::interrupt(ep, vec![0; 8]));
+    let set_leds = |host: &mut Host, port: &mut Threaded, leds: u8| {
+        // SET_REPORT(Output, id 0) to interface 0
+        host.control_out(port, 0x21, 0x09, 0x0200, 0, &[leds])
+            .expect("SET_REPORT")
+    };
+    set_leds(&mut host, &mut port, 0x00);
+    assert!(
+        host.wait(&mut port, first, Duration::from_millis(300))
+            .is_none(),
+        "no report before Num Lock"
+    );
+    assert_eq!(state.reports_sent.load(Ordering::SeqCst), 0);
+    set_leds(&mut host, &mut port, 0x01);
+    let r = host.wait(&mut port, first, TIMEOUT).expect("first report");
+    let want = text_to_reports(text).expect("typable");
+    assert_eq!(r.status, Ok(()));
+    assert_eq!(r.data.as_slice(), &want[0][..]);
+    for (i, report) in want.iter().enumerate().skip(1) {
+        let r = host.interrupt(&mut port, ep, vec![0; 8], TIMEOUT);
+        assert_eq!(r.status, Ok(()), "report {i}");
+        assert_eq!(r.data.as_slice(), &report[..], "report {i}");
+    }
 }
 
 /// The same device at full speed: maxpacket 64 and the pattern in that phase.

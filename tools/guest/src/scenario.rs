@@ -780,6 +780,7 @@ fn script_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
 fn keyboard_declared(text: &str) -> Result<(u16, u16, Vec<u8>)> {
     let (mut dev, _state) = rawgadget_devices::keyboard(rawgadget_devices::KeyboardConfig {
         text: text.to_string(),
+        ..Default::default()
     })
     .map_err(|e| anyhow!("building the keyboard: {e}"))?;
     dev.assign_endpoints(&rawgadget::dummy_udc_eps())
