@@ -196,3 +196,103 @@ fn gadget_zero_at_full_speed() {
     assert_eq!(r.actual, 640);
     assert_eq!(stats.pattern_errors(), 0);
 }
+
+/// usbtest case 10 (`test_ctrl_queue`) as the kernel runs it: `sglen` control URBs of its 16
+/// subcases queued at once on ep0, each resubmitted at the tail when it completes, until
+/// `sglen * iterations` have completed. usbtest's `ctrl_complete` demands FIFO completion and
+/// per subcase either the exact status or an allowed fault. Returns the first failure.
+fn ctrl_queue(
+    host: &mut Host,
+    port: &mut Threaded,
+    speed: Speed,
+    sglen: usize,
+    iterations: usize,
+) -> Result<(), String> {
+    use rawgadget_uapi::Errno;
+    use std::collections::VecDeque;
+    // (bmRequestType, bRequest, wValue, wLength, expected): expected `Err(e)` must fail with e,
+    // `Ok(Some(e))` may fail with e, `Ok(None)` must succeed.
+    type Expect = Result<Option<Errno>, Errno>;
+    let mp0: u16 = if speed >= Speed::Super { 512 } else { 64 };
+    let subcase = |n: usize| -> (u8, u8, u16, u16, Expect) {
+        match n {
+            0 => (0x80, 6, 0x0100, 18, Ok(None)),
+            1 => (0x80, 6, 0x0200, 9, Ok(None)),
+            2 => (0x81, 10, 0, 1, Ok(Some(Errno::EPIPE))),
+            3 => (0x81, 0, 0, 2, Ok(None)),
+            4 => (0x80, 0, 0, 2, Ok(None)),
+            5 if speed == Speed::High => (0x80, 6, 0x0600, 10, Ok(None)),
+            5 => (0x80, 6, 0x0600, 10, Ok(Some(Errno::EPIPE))),
+            6 => (0x80, 6, 0x0200, 18, Ok(None)),
+            7 => (0x80, 6, 0x0400, 9, Err(Errno::EPIPE)),
+            8 => (0x02, 1, 0, 0, Ok(Some(Errno::EPIPE))),
+            9 => (0x82, 0, 0, 2, Ok(None)),
+            10 => (0x80, 6, 0x0200, 1024, Err(Errno::EREMOTEIO)),
+            11 => (0x80, 6, 0x0500, 9, Ok(Some(Errno::EPIPE))),
+            12 => (0x80, 6, 0x0300, 9, Ok(Some(Errno::EREMOTEIO))),
+            13 => (0x80, 6, 0x0200, 1024 - mp0, Err(Errno::EREMOTEIO)),
+            14 => (0x80, 6, 0x0100, mp0, Err(Errno::EREMOTEIO)),
+            // bcdUSB 2.00 below SuperSpeed: BOS must stall.
+            _ => (0x80, 6, 0x0f00, 5, Err(Errno::EPIPE)),
+        }
+    };
+    let submit = |host: &mut Host, port: &mut Threaded, n: usize| {
+        let (rt, req, value, len, _) = subcase(n);
+        let mut urb = Urb::control(rawgadget_loopback::setup(rt, req, value, 0, len), &[]);
+        urb.flags.short_not_ok = urb.is_in();
+        host.submit(port, urb)
+    };
+    let total = sglen * iterations;
+    let mut pending = VecDeque::new();
+    for i in 0..sglen {
+        pending.push_back((submit(host, port, i % 16), i % 16));
+    }
+    let mut completed = 0;
+    while let Some((id, n)) = pending.pop_front() {
+        let Some(r) = host.wait(port, id, TIMEOUT) else {
+            let later = pending
+                .iter()
+                .filter(|(id, _)| host.wait(port, *id, Duration::ZERO).is_some())
+                .count();
+            return Err(format!(
+                "subcase {n} (#{completed}) still pending after {TIMEOUT:?}; {later} later ones completed"
+            ));
+        };
+        let expected = subcase(n).4;
+        let ok = match (expected, r.status) {
+            (Err(e), Err(got)) => e == got,
+            (Err(_), Ok(())) => false,
+            (Ok(_), Ok(())) => true,
+            (Ok(Some(e)), Err(got)) => e == got || (n == 12 && got == Errno::EPIPE),
+            (Ok(None), Err(_)) => false,
+        };
+        if !ok {
+            return Err(format!(
+                "subcase {n} (#{completed}): status {:?}, expected {expected:?}, {} bytes",
+                r.status, r.actual
+            ));
+        }
+        completed += 1;
+        if completed + pending.len() < total {
+            pending.push_back((submit(host, port, n), n));
+        }
+    }
+    Ok(())
+}
+
+/// usbtest case 10 against Gadget Zero on the in-process dummy model (contract D14-D18): 32
+/// control URBs in flight, completing in order with each subcase's status.
+#[test]
+fn gadget_zero_control_queue_usbtest_case_10() {
+    for speed in [Speed::High, Speed::Full] {
+        let (device, _stats) = gadget_zero(ZeroConfig {
+            speed,
+            ..ZeroConfig::default()
+        });
+        let (mut port, _runner) = start(device, speed);
+        let mut host = Host::new(HostConfig::default());
+        host.enumerate(&mut port).expect("enumeration");
+        ctrl_queue(&mut host, &mut port, speed, 32, 50)
+            .unwrap_or_else(|e| panic!("{speed:?}: {e}"));
+    }
+}
