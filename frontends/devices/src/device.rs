@@ -472,6 +472,12 @@ impl DeviceRunner {
                 self.gadget.ep0_ack()
             }
             // Accept on an IN request with a data stage makes no sense: reject it.
+            //
+            // Note for dummy_udc: EP0_STALL reaches `dummy_set_halt_and_wedge`, which sets the
+            // `halted` bitfield of ep0 without `dum->lock` while `dummy_timer` rewrites the same
+            // word (`already_seen`, `setup_stage`) under it. A lost update there can hang the
+            // stalled URB or let a later one overtake it (usbtest case 10, seen under TCG).
+            // In-kernel gadgets never hit it: composite stalls by failing ->setup().
             ControlReply::In(_) | ControlReply::Accept | ControlReply::Stall => {
                 debug!(?setup, "stall");
                 self.gadget.ep0_stall()
