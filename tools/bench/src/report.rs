@@ -328,7 +328,29 @@ pub fn table(c: &Collected) -> String {
     s
 }
 
+/// Cells whose failure is a race inside the guest kernel, not a behaviour of the substrate:
+/// shown as such, left out of the pass/errno gate. Each entry names the evidence.
+pub const KERNEL_RACES: &[(&str, u32, &str)] = &[(
+    "b",
+    10,
+    "dummy_hcd's dummy_set_halt_and_wedge() sets ep0's `halted` bit without dum->lock; the \
+     bitfield byte is rewritten by dummy_timer under the lock, so raw gadget's EP0_STALL from a \
+     userspace thread can lose the halt (the stalled request hangs: usbtest case 10 subcase 15 \
+     \"status -71 len 0/5\") or restore a stale `already_seen` (EDOM, out of order). The \
+     in-kernel SourceSink stalls from ->setup() under the lock and never hits it; our engine \
+     over USB/IP (c) passes case 10. See docs/bench.md, \"Known kernel races\".",
+)];
+
+/// Whether (substrate, case) is a known kernel race (see [`KERNEL_RACES`]).
+pub fn kernel_race(substrate: &str, case: u32) -> Option<&'static str> {
+    KERNEL_RACES
+        .iter()
+        .find(|(s, c, _)| *s == substrate && *c == case)
+        .map(|(_, _, why)| *why)
+}
+
 /// The (b)-versus-(a) section: pass/errno match and speed ratio against the C reference.
+/// A mismatch on a [`KERNEL_RACES`] cell is shown as `NO (kernel race)` and does not count.
 pub fn comparison(c: &Collected, base: &str, x: &str) -> (String, bool, bool) {
     let checks = check_against(c, base, x);
     let mut s = String::new();
@@ -340,6 +362,7 @@ pub fn comparison(c: &Collected, base: &str, x: &str) -> (String, bool, bool) {
     for k in &checks {
         let m = match k.matches {
             Some(true) => "yes",
+            Some(false) if kernel_race(x, k.case).is_some() => "NO (kernel race)",
             Some(false) => {
                 all_match = false;
                 "NO"
@@ -424,6 +447,30 @@ mod tests {
         assert_eq!(get(25), Some(true));
         assert_eq!(get(9), Some(false));
         assert_eq!(get(1), None);
+    }
+
+    /// A known kernel race on (b) case 10 is shown but does not fail the gate; any other
+    /// mismatch still does.
+    #[test]
+    fn kernel_race_cells_are_shown_not_gated() {
+        let race = collected(&[
+            ("a", 10, vec![RunOutcome::Pass(0.04)]),
+            ("b", 10, vec![RunOutcome::Error("EDOM".into())]),
+        ]);
+        let (table, matches, _) = comparison(&race, "a", "b");
+        assert!(matches, "{table}");
+        assert!(table.contains("NO (kernel race)"), "{table}");
+        let real = collected(&[
+            ("a", 9, vec![RunOutcome::Pass(0.2)]),
+            ("b", 9, vec![RunOutcome::Error("EPIPE".into())]),
+        ]);
+        assert!(!comparison(&real, "a", "b").1);
+        // the same case on another substrate is gated
+        let other = collected(&[
+            ("b'", 10, vec![RunOutcome::Pass(1.9)]),
+            ("c", 10, vec![RunOutcome::Error("EDOM".into())]),
+        ]);
+        assert!(!comparison(&other, "b'", "c").1);
     }
 
     #[test]
