@@ -342,7 +342,7 @@ static void phase_running(void)
 				/* the host retries a stalled descriptor request */
 				config_stalled = 1;
 				show("setup_in.ep0_stall", rg_ioctl(fd, USB_RAW_IOCTL_EP0_STALL, 0));
-				show("setup_in.ep0_stall.again", rg_ioctl(fd, USB_RAW_IOCTL_EP0_STALL, 0));
+				/* no second EP0_STALL here: the host's retry may already be pending */
 			} else {
 				r = rg_ep0_reply(fd, &ev.ctrl, buf, config_desc(buf));
 				fprintf(stderr, "GET_DESCRIPTOR(CONFIG): %ld\n", r);
