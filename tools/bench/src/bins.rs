@@ -118,5 +118,38 @@ pub fn build(repo: &Path, cache: &Path) -> Result<(GuestBinaries, String)> {
         }
         Some(e) => (None, format!("rawgadget-cli does not build: {e}")),
     };
-    Ok((GuestBinaries { bench_guest, cli }, why))
+    Ok((
+        GuestBinaries {
+            bench_guest,
+            cli,
+            c_clients: Vec::new(),
+        },
+        why,
+    ))
 }
+
+/// The C test clients of tests/c (written against the UAPI header only), built statically with
+/// gcc against the 6.12 header `uapi` (an `include/uapi` directory) into `cache/c-clients`.
+pub fn build_c_clients(repo: &Path, cache: &Path, uapi: &Path) -> Result<Vec<PathBuf>> {
+    let out_dir = cache.join("c-clients");
+    let st = Command::new("make")
+        .arg("-C")
+        .arg(repo.join("tests/c"))
+        .arg(format!("UAPI={}", uapi.display()))
+        .arg(format!("OUT={}", out_dir.display()))
+        .stdin(Stdio::null())
+        .status()
+        .context("starting make")?;
+    if !st.success() {
+        bail!("make -C tests/c failed: {st}");
+    }
+    Ok(C_CLIENTS.iter().map(|c| out_dir.join(c)).collect())
+}
+
+/// The programs tests/c/Makefile builds.
+pub const C_CLIENTS: &[&str] = &[
+    "gadget_zero",
+    "hid_keyboard",
+    "errno_script",
+    "ioctl_latency",
+];

@@ -36,6 +36,8 @@ pub struct GuestBinaries {
     pub bench_guest: PathBuf,
     /// Our `rawgadget` CLI, when it built.
     pub cli: Option<PathBuf>,
+    /// The static C test clients (tests/c), put in `/bin/c/`.
+    pub c_clients: Vec<PathBuf>,
 }
 
 fn copy_exec(from: &Path, to: &Path) -> Result<()> {
@@ -89,6 +91,13 @@ pub fn build(
     copy_exec(&bins.bench_guest, &root.join("bin/bench-guest"))?;
     if let Some(cli) = &bins.cli {
         copy_exec(cli, &root.join("bin/rawgadget"))?;
+    }
+    if !bins.c_clients.is_empty() {
+        fs::create_dir_all(root.join("bin/c"))?;
+    }
+    for c in &bins.c_clients {
+        let name = c.file_name().context("C client without a name")?;
+        copy_exec(c, &root.join("bin/c").join(name))?;
     }
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;

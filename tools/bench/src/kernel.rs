@@ -292,6 +292,7 @@ pub fn closure(
 /// Modules the guest loads (real-kernel-bench.md "The Debian 6.12 kernel").
 pub const GUEST_MODULES: &[&str] = &[
     "dummy_hcd",
+    "cuse",
     "usbtest",
     "configfs",
     "libcomposite",

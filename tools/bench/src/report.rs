@@ -111,6 +111,10 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "(b′) raw_gadget.ko + our Gadget Zero, vudc→vhci",
     ),
     (substrate::C, "(c) our engine over USB/IP"),
+    (
+        substrate::D,
+        "(d) C Gadget Zero on `rawgadget serve` (CUSE→vhci)",
+    ),
 ];
 
 /// Everything gathered from one or more boots.

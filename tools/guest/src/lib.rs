@@ -12,6 +12,7 @@
 //! - [`record`]: the JSON lines written to the result channel.
 #![deny(unsafe_code)]
 
+pub mod cuse;
 pub mod gadget;
 pub mod host;
 pub mod input;

@@ -21,6 +21,8 @@ pub mod substrate {
     pub const B_PRIME: &str = "b'";
     /// Our engine over USB/IP (filled by a later issue).
     pub const C: &str = "c";
+    /// The C Gadget Zero (tests/c) on `rawgadget serve` (CUSE), attached through vhci-hcd.
+    pub const D: &str = "d";
 }
 
 /// The outcome of one usbtest run.

@@ -146,6 +146,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("script-dummy", "scripted usbfs host against (a) and (b) on dummy_udc.0, compared item by item"),
     ("keyboard", "our HID keyboard on raw_gadget.ko: evdev sees the typed text, sysfs the declared descriptors"),
     ("usbtest-usbip", "usbtest matrix on (c) our engine attached to vhci-hcd (`rawgadget zero --usbip-attach`)"),
+    ("cuse", "C clients on raw_gadget.ko and on `rawgadget serve`: errno script diffed, usbtest on (d), ioctl latency"),
 ];
 
 /// Runs the scenario and returns its exit status (0 pass).
@@ -168,6 +169,7 @@ pub fn run(p: &Params, rep: &Reporter) -> i32 {
         "usbtest-usbip" => usbtest_usbip(p, rep),
         "script-dummy" => script_dummy(p, rep),
         "keyboard" => keyboard(p, rep),
+        "cuse" => crate::cuse::cuse(p, rep),
         other => Err(anyhow!("unknown scenario {other:?}")),
     };
     let (status, detail) = match r {
@@ -179,13 +181,13 @@ pub fn run(p: &Params, rep: &Reporter) -> i32 {
     status
 }
 
-fn note(rep: &Reporter, text: impl Into<String>) {
+pub(crate) fn note(rep: &Reporter, text: impl Into<String>) {
     let text = text.into();
     println!("bench-guest: {text}");
     rep.emit(&Record::Note { text });
 }
 
-fn check(rep: &Reporter, name: &str, pass: bool, detail: impl Into<String>) -> bool {
+pub(crate) fn check(rep: &Reporter, name: &str, pass: bool, detail: impl Into<String>) -> bool {
     let detail = detail.into();
     println!(
         "bench-guest: check {name}: {} {detail}",
@@ -199,7 +201,12 @@ fn check(rep: &Reporter, name: &str, pass: bool, detail: impl Into<String>) -> b
     pass
 }
 
-fn substrate_state(rep: &Reporter, s: &str, state: SubstrateState, detail: impl Into<String>) {
+pub(crate) fn substrate_state(
+    rep: &Reporter,
+    s: &str,
+    state: SubstrateState,
+    detail: impl Into<String>,
+) {
     let detail = detail.into();
     println!("bench-guest: substrate {s}: {state:?} {detail}");
     rep.emit(&Record::Substrate {
@@ -302,24 +309,24 @@ fn run_case_watched(
 
 /// One substrate's usbtest settings.
 #[derive(Clone, Copy)]
-struct Matrix<'a> {
-    rep: &'a Reporter,
-    sub: &'a str,
-    count: u32,
-    runs: u32,
-    case_timeout: Duration,
+pub(crate) struct Matrix<'a> {
+    pub rep: &'a Reporter,
+    pub sub: &'a str,
+    pub count: u32,
+    pub runs: u32,
+    pub case_timeout: Duration,
 }
 
 /// Runs every case of `cases` `runs` times on the usbtest-bound device and reports each case.
 /// A run that takes longer than `case_timeout` is reported as `timeout`, the device is cut off with
 /// `on_hang`, and the substrate's matrix ends there.
-fn usbtest_matrix(
+pub(crate) fn usbtest_matrix(
     m: &Matrix<'_>,
     dev: &UsbDevice,
     cases: &[u32],
     alt: i32,
     on_hang: OnHang<'_>,
-) -> Result<()> {
+) -> Result<Vec<(u32, bool)>> {
     let Matrix {
         rep,
         sub,
@@ -328,6 +335,7 @@ fn usbtest_matrix(
         case_timeout,
     } = *m;
     let devnode = dev.devnode();
+    let mut passed = Vec::new();
     for &case in cases {
         let params = usbtest::case_params(case, count);
         let mut outcomes = Vec::new();
@@ -349,6 +357,10 @@ fn usbtest_matrix(
                 }
             }
         }
+        passed.push((
+            case,
+            outcomes.iter().all(|o| matches!(o, RunOutcome::Pass(_))),
+        ));
         println!(
             "bench-guest: {sub} case {case:2} {:<22} {}",
             usbtest::case_name(case),
@@ -373,7 +385,7 @@ fn usbtest_matrix(
             bail!("device lost during case {case}");
         }
     }
-    Ok(())
+    Ok(passed)
 }
 
 /// The kernel log's last lines on the console (usbtest and raw_gadget explain hangs there).
@@ -427,12 +439,12 @@ fn usbtest_iso(m: &Matrix<'_>, on_hang: OnHang<'_>) -> Result<()> {
     let r = usbtest_matrix(m, &dev, ISO_CASES, 1, on_hang);
     gadget::rmmod("usbtest")?;
     gadget::modprobe("usbtest", &["pattern=1"])?;
-    r
+    r.map(drop)
 }
 
 /// Kills the gadget process `pid` (SIGKILL): raw_gadget.ko then unregisters and the UDC
 /// disconnects, which fails the URBs a hung usbtest waits for.
-fn kill_gadget(pid: u32) -> impl FnMut() -> String {
+pub(crate) fn kill_gadget(pid: u32) -> impl FnMut() -> String {
     move || {
         gadget::signal(pid, libc::SIGKILL);
         format!("killed the gadget process {pid}")
@@ -457,7 +469,7 @@ fn cli_args(kind: &str, driver: &str, device: &str) -> Vec<String> {
     ]
 }
 
-fn start_our_gadget(
+pub(crate) fn start_our_gadget(
     p: &Params,
     rep: &Reporter,
     sub: &str,
@@ -481,7 +493,7 @@ fn start_our_gadget(
     }
 }
 
-const ENUM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ENUM_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     gadget::modprobe("dummy_hcd", &[])?;
