@@ -136,7 +136,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "usbtest-vudc-raw", about: "usbtest matrix on (b′) raw_gadget.ko + our Gadget Zero on usbip-vudc.0 through vhci-hcd", timeout_secs: 900, in_all: true },
     Scenario { name: "script-dummy", about: "scripted usbfs host against (a) and (b), compared item by item", timeout_secs: 300, in_all: true },
     Scenario { name: "keyboard", about: "our HID keyboard on raw_gadget.ko: evdev reads the typed text, sysfs shows the declared descriptors", timeout_secs: 300, in_all: true },
-    Scenario { name: "cuse", about: "C clients (tests/c) on raw_gadget.ko and `rawgadget serve`: errno script diffed line by line (C12), usbtest on (d) the C Gadget Zero via CUSE, ioctl latency", timeout_secs: 900, in_all: false },
+    Scenario { name: "cuse", about: "C clients (tests/c) on raw_gadget.ko and `rawgadget serve`: errno script diffed line by line (C12), usbtest on (d) the C Gadget Zero via CUSE, ioctl latency", timeout_secs: 900, in_all: true },
     Scenario { name: "usbtest-usbip", about: "usbtest matrix on (c) our engine attached to vhci-hcd by `rawgadget zero --usbip-attach`; must pass every case (b′) passes", timeout_secs: 900, in_all: true },
 ];
 
