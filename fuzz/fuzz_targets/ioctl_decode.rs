@@ -103,14 +103,25 @@ fuzz_target!(|input: Input| {
     let image = Image(&memory);
 
     // the retry protocol, round by round
-    let mut round = IoctlIn { fh: 1, flags, cmd, arg, in_size: 0, out_size: 0 };
+    let mut round = IoctlIn {
+        fh: 1,
+        flags,
+        cmd,
+        arg,
+        in_size: 0,
+        out_size: 0,
+    };
     let mut data: Vec<u8> = Vec::new();
     let mut rounds = 0;
     let retry = loop {
         rounds += 1;
         assert!(rounds <= 3, "more than 3 rounds for {cmd:#x}");
         let d = decode_retry(&round, &data);
-        assert_eq!(d, decode_retry(&round, &data), "a round decides the same twice");
+        assert_eq!(
+            d,
+            decode_retry(&round, &data),
+            "a round decides the same twice"
+        );
         match d {
             Decision::Retry(r) => {
                 check_iovecs(&r, input.compat);
@@ -138,12 +149,22 @@ fuzz_target!(|input: Input| {
 
     // the fast path over the same memory
     let mut mem = Image(&memory);
-    let fast = decode_fast(&IoctlIn { in_size: 0, out_size: 0, ..round }, &mut mem)
-        .expect("the image is always reachable");
+    let fast = decode_fast(
+        &IoctlIn {
+            in_size: 0,
+            out_size: 0,
+            ..round
+        },
+        &mut mem,
+    )
+    .expect("the image is always reachable");
     if let Decision::Run(call) = &fast {
         check_call(call);
     }
     if retry != Decision::Fail(Errno::ENOMEM) {
-        assert_eq!(fast, retry, "fast path and retry protocol disagree on {cmd:#x}");
+        assert_eq!(
+            fast, retry,
+            "fast path and retry protocol disagree on {cmd:#x}"
+        );
     }
 });
