@@ -16,6 +16,7 @@
  * Usage: errno_script [-n NODE] [-d DRIVER] [-u DEVICE] */
 #include "rg.h"
 
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/time.h>
 
@@ -158,6 +159,12 @@ static void phase_opened(void)
 	show("read", sys(read(fd, b, sizeof(b))));
 	show("write", sys(write(fd, b, sizeof(b))));
 	show("known.lseek", sys(lseek(fd, 0, SEEK_SET)));
+	/* no poll in the module: DEFAULT_POLLMASK; CUSE: ENOSYS once gives the same (C12) */
+	for (int i = 0; i < 2; i++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT | POLLPRI };
+		int n = poll(&p, 1, 0);
+		printf("poll.%d %d %#x\n", i, n, p.revents);
+	}
 
 	show("ioctl.unknown_nr", rg_ioctl(fd, _IO('U', 16), 0));
 	show("ioctl.unknown_type", rg_ioctl(fd, _IO('V', 1), 0));
