@@ -217,8 +217,43 @@ pub(crate) fn substrate_state(
 }
 
 fn probe(_p: &Params, rep: &Reporter) -> Result<i32> {
+    /// A module and its parameters.
+    type Module = (&'static str, &'static [&'static str]);
+    // (check name, modules loaded in order, path that must then appear)
+    const STEPS: &[(&str, &[Module], Option<&str>)] = &[
+        (
+            "dummy_hcd",
+            &[("dummy_hcd", &[])],
+            Some("/sys/class/udc/dummy_udc.0"),
+        ),
+        (
+            "raw_gadget.ko",
+            &[("raw_gadget", &[])],
+            Some("/dev/raw-gadget"),
+        ),
+        ("usbtest", &[("usbtest", &["pattern=1"])], None),
+        ("SourceSink", &[("usb_f_ss_lb", &[])], None),
+        (
+            "vhci-hcd",
+            &[("vhci-hcd", &[])],
+            Some("/sys/devices/platform/vhci_hcd.0/attach"),
+        ),
+        (
+            "usbip-vudc",
+            &[("usbip-vudc", &[])],
+            Some("/sys/devices/platform/usbip-vudc.0/usbip_sockfd"),
+        ),
+        ("usbhid+evdev", &[("usbhid", &[]), ("evdev", &[])], None),
+    ];
     let mut failed = 0;
-    let mut step = |name: &str, r: Result<()>| {
+    for &(name, modules, path) in STEPS {
+        let r = modules
+            .iter()
+            .try_for_each(|&(module, args)| gadget::modprobe(module, args))
+            .and_then(|()| match path {
+                Some(p) => gadget::wait_path(Path::new(p), Duration::from_secs(10)),
+                None => Ok(()),
+            });
         let ok = r.is_ok();
         check(
             rep,
@@ -229,46 +264,7 @@ fn probe(_p: &Params, rep: &Reporter) -> Result<i32> {
         if !ok {
             failed += 1;
         }
-    };
-    step(
-        "dummy_hcd",
-        gadget::modprobe("dummy_hcd", &[]).and_then(|()| {
-            gadget::wait_path(
-                Path::new("/sys/class/udc/dummy_udc.0"),
-                Duration::from_secs(10),
-            )
-        }),
-    );
-    step(
-        "raw_gadget.ko",
-        gadget::modprobe("raw_gadget", &[]).and_then(|()| {
-            gadget::wait_path(Path::new("/dev/raw-gadget"), Duration::from_secs(10))
-        }),
-    );
-    step("usbtest", gadget::modprobe("usbtest", &["pattern=1"]));
-    step("SourceSink", gadget::modprobe("usb_f_ss_lb", &[]));
-    step(
-        "vhci-hcd",
-        gadget::modprobe("vhci-hcd", &[]).and_then(|()| {
-            gadget::wait_path(
-                Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
-                Duration::from_secs(10),
-            )
-        }),
-    );
-    step(
-        "usbip-vudc",
-        gadget::modprobe("usbip-vudc", &[]).and_then(|()| {
-            gadget::wait_path(
-                Path::new("/sys/devices/platform/usbip-vudc.0/usbip_sockfd"),
-                Duration::from_secs(10),
-            )
-        }),
-    );
-    step(
-        "usbhid+evdev",
-        gadget::modprobe("usbhid", &[]).and_then(|()| gadget::modprobe("evdev", &[])),
-    );
+    }
     Ok(failed)
 }
 
