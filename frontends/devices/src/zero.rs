@@ -236,6 +236,10 @@ impl SourceSink {
     }
 
     fn stop_workers(&mut self) {
+        // Interrupt every worker first so they all return in parallel, then wait for each.
+        for w in &self.workers {
+            w.ep.request_cancel();
+        }
         for w in self.workers.drain(..) {
             w.ep.cancel();
             if w.thread.join().is_err() {

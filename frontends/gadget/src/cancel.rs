@@ -10,7 +10,7 @@
 //! and every later call made with it returns EINTR at once without reaching the backend, until
 //! [`CancelHandle::reset`]. That is what an endpoint thread needs to stop for good.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Wakes one blocked call so that it returns EINTR. Implemented by backends.
@@ -23,7 +23,15 @@ pub trait Wake: Send + Sync {
 /// Interrupts blocking calls made with it; cheap to clone, `Send + Sync`.
 #[derive(Clone, Default)]
 pub struct CancelHandle {
-    shared: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a blocked call deregisters, so [`CancelHandle::cancel`] returns as soon
+    /// as the call has, instead of polling.
+    left: Condvar,
 }
 
 #[derive(Default)]
@@ -54,29 +62,49 @@ impl CancelHandle {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves only plain data behind; keep going.
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Interrupts every call blocked with this handle and returns once none is left blocked;
     /// later calls fail with EINTR at once until [`reset`](Self::reset).
     ///
     /// The wake-up is repeated until the call has returned, because it can arrive just before
-    /// the blocked thread enters the kernel, where it would be lost.
+    /// the blocked thread enters the kernel, where it would be lost. Between wake-ups it waits
+    /// for the call to deregister, so it returns as soon as the call has (a fixed sleep here
+    /// made every SET_INTERFACE of a device with endpoint threads cost milliseconds).
     pub fn cancel(&self) {
-        let mut backoff = Duration::from_micros(100);
+        self.request_cancel();
+        self.wait_cancelled();
+    }
+
+    /// The first half of [`cancel`](Self::cancel): marks the handle cancelled and wakes the
+    /// calls blocked with it, without waiting. Stopping several handles, request all of them
+    /// first and then [`cancel`](Self::cancel) each: their calls then return in parallel.
+    pub fn request_cancel(&self) {
         let mut st = self.lock();
         st.cancelled = true;
-        loop {
-            if st.blocked.is_empty() {
-                return;
+        for (_, w) in &st.blocked {
+            w.wake();
+        }
+    }
+
+    fn wait_cancelled(&self) {
+        let mut wait = Duration::from_micros(500);
+        let mut st = self.lock();
+        while !st.blocked.is_empty() {
+            let (guard, timeout) = self
+                .shared
+                .left
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            if timeout.timed_out() {
+                // Possibly a lost wake-up: repeat it.
+                for (_, w) in &st.blocked {
+                    w.wake();
+                }
+                wait = (wait * 2).min(Duration::from_millis(20));
             }
-            for (_, w) in &st.blocked {
-                w.wake();
-            }
-            drop(st);
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_millis(20));
-            st = self.lock();
         }
     }
 
@@ -124,6 +152,9 @@ impl Drop for BlockedGuard<'_> {
     fn drop(&mut self) {
         let mut st = self.handle.lock();
         st.blocked.retain(|(id, _)| *id != self.id);
+        if st.cancelled {
+            self.handle.shared.left.notify_all();
+        }
     }
 }
 
@@ -180,6 +211,58 @@ mod tests {
         assert!(h.enter(w.clone()).is_err());
         h.reset();
         assert!(h.enter(w).is_ok());
+    }
+
+    /// Two-phase stop: `request_cancel` wakes without waiting, so two handles' calls are
+    /// interrupted together; `cancel` afterwards returns once its call has left, woken by the
+    /// guard's drop rather than by re-sending (one wake each for a call that listens).
+    #[test]
+    fn request_cancel_interrupts_without_waiting() {
+        let handles = [CancelHandle::new(), CancelHandle::new()];
+        let wakers: Vec<Arc<CondWake>> = (0..2)
+            .map(|_| {
+                Arc::new(CondWake {
+                    woken: Mutex::new(false),
+                    cv: Condvar::new(),
+                    wakes: 0.into(),
+                })
+            })
+            .collect();
+        let threads: Vec<_> = handles
+            .iter()
+            .zip(&wakers)
+            .map(|(h, w)| {
+                let (h, w) = (h.clone(), w.clone());
+                std::thread::spawn(move || {
+                    let g = h.enter(w.clone()).expect("not cancelled yet");
+                    let mut woken = w.woken.lock().unwrap();
+                    while !*woken {
+                        woken = w.cv.wait(woken).unwrap();
+                    }
+                    drop(woken);
+                    drop(g);
+                })
+            })
+            .collect();
+        for h in &handles {
+            while h.blocked_calls() == 0 {
+                std::thread::yield_now();
+            }
+        }
+        for h in &handles {
+            h.request_cancel();
+            assert!(h.is_cancelled());
+        }
+        for w in &wakers {
+            assert_eq!(w.wakes.load(Ordering::SeqCst), 1, "woken before any wait");
+        }
+        for h in &handles {
+            h.cancel();
+            assert_eq!(h.blocked_calls(), 0);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     /// A wake-up lost before the thread blocks is repeated (the signal race of spec Appendix 6).

@@ -577,6 +577,13 @@ impl Endpoint {
         self.inner.cancel.cancel();
     }
 
+    /// Starts [`cancel`](Self::cancel) without waiting for the transfer to return: to stop
+    /// several endpoints, request all, then `cancel` each (see
+    /// [`CancelHandle::request_cancel`]).
+    pub fn request_cancel(&self) {
+        self.inner.cancel.request_cancel();
+    }
+
     /// Cancels any transfer in flight (raw gadget refuses to disable an endpoint with one, spec
     /// §1.5 EP_DISABLE), then EP_DISABLE.
     pub fn disable(&self) -> Result<()> {
