@@ -315,30 +315,35 @@ impl Device {
                 .collect(),
         }
     }
+}
 
+impl DescriptorSet {
     /// GET_DESCRIPTOR to the device: `Some(bytes)` or `None` (stall); other recipients and
-    /// types go to the functions.
-    fn get_descriptor(&self, speed: Speed, setup: &ControlRequest) -> Option<Option<Vec<u8>>> {
+    /// types go to the functions. Answered from this set, built once per connection, so a
+    /// request costs a copy rather than a rebuild.
+    fn get_descriptor(
+        &self,
+        strings: &StringTable,
+        setup: &ControlRequest,
+    ) -> Option<Option<Vec<u8>>> {
         if setup.request_type != 0x80 {
             return None;
         }
         let index = setup.value_low();
-        let stall_on_error = |r: Result<Vec<u8>, DeviceError>| {
-            r.map_err(|error| warn!(%error, "stalling GET_DESCRIPTOR"))
-                .ok()
-        };
+        // An empty configuration is one that did not build (logged by `descriptor_set`).
+        let non_empty = |d: &Vec<u8>| (!d.is_empty()).then(|| d.clone());
         Some(match setup.value_high() {
-            USB_DT_DEVICE => Some(self.device_descriptor(speed).to_vec()),
-            USB_DT_CONFIG if index == 0 => stall_on_error(self.config_descriptor(speed, false)),
+            USB_DT_DEVICE => Some(self.device.clone()),
+            USB_DT_CONFIG if index == 0 => non_empty(&self.config),
             USB_DT_CONFIG => None,
             // An unknown index or language stalls, as Linux's composite driver does.
-            USB_DT_STRING => self.strings.descriptor(index, setup.index),
-            USB_DT_DEVICE_QUALIFIER => self.qualifier(speed),
+            USB_DT_STRING => strings.descriptor(index, setup.index),
+            USB_DT_DEVICE_QUALIFIER => self.qualifier.clone(),
             USB_DT_OTHER_SPEED_CONFIG if index == 0 => {
-                self.other_speed_config(speed).and_then(stall_on_error)
+                self.other_speed_config.as_ref().and_then(non_empty)
             }
             USB_DT_OTHER_SPEED_CONFIG => None,
-            USB_DT_BOS => self.bos(speed),
+            USB_DT_BOS => self.bos.clone(),
             // INTERFACE (must stall: usbtest case 10 subcase 7), ENDPOINT and class types.
             _ => return None,
         })
@@ -350,6 +355,8 @@ pub struct DeviceRunner {
     gadget: Gadget,
     device: Device,
     configuration: u8,
+    /// The descriptors at the gadget's speed, built at CONNECT once endpoints are assigned.
+    descriptors: Option<DescriptorSet>,
 }
 
 /// What [`DeviceRunner::handle_event`] wants the loop to do next.
@@ -365,6 +372,7 @@ impl DeviceRunner {
             gadget,
             device,
             configuration: 0,
+            descriptors: None,
         }
     }
 
@@ -416,6 +424,7 @@ impl DeviceRunner {
                 let eps = self.gadget.eps_info()?;
                 debug!(count = eps.len(), "EPS_INFO");
                 self.device.assign_endpoints(&eps)?;
+                self.descriptors = Some(self.device.descriptor_set(self.gadget.speed()));
             }
             Event::Reset | Event::Disconnect => {
                 // spec Appendix step 6; on dummy_udc endpoints stay enabled (contract D27),
@@ -490,12 +499,22 @@ impl DeviceRunner {
         if setup.kind() != RequestType::Standard {
             return None;
         }
-        let speed = self.gadget.speed();
         let r = match (setup.request_type, setup.request) {
-            (_, USB_REQ_GET_DESCRIPTOR) => match self.device.get_descriptor(speed, setup)? {
-                Some(d) => ControlReply::In(d),
-                None => ControlReply::Stall,
-            },
+            (_, USB_REQ_GET_DESCRIPTOR) => {
+                // Before CONNECT nothing is assigned yet: build (and log) on demand.
+                let built;
+                let set = match &self.descriptors {
+                    Some(set) => set,
+                    None => {
+                        built = self.device.descriptor_set(self.gadget.speed());
+                        &built
+                    }
+                };
+                match set.get_descriptor(&self.device.strings, setup)? {
+                    Some(d) => ControlReply::In(d),
+                    None => ControlReply::Stall,
+                }
+            }
             (0x00, USB_REQ_SET_CONFIGURATION) => {
                 // Before the status stage: enable endpoints, VBUS_DRAW, CONFIGURE (spec
                 // Appendix step 5). A repeated SET_CONFIGURATION re-enables cleanly. An
