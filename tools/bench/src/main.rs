@@ -131,7 +131,7 @@ const CUSE_CASES: &str = "1,2,9,10,13,14";
 
 const SCENARIOS: &[Scenario] = &[
     Scenario { name: "probe", about: "boot and load every module the bench needs; checks UDCs, vhci, raw_gadget.ko", timeout_secs: 120, in_all: false },
-    Scenario { name: "usbtest-dummy", about: "usbtest matrix on (a) SourceSink and (b) raw_gadget.ko + our Gadget Zero on dummy_udc.0, one boot", timeout_secs: 900, in_all: true },
+    Scenario { name: "usbtest-dummy", about: "usbtest matrix on (a) SourceSink, (b) raw_gadget.ko + our Gadget Zero and (b-C) raw_gadget.ko + the C Gadget Zero on dummy_udc.0, one boot", timeout_secs: 900, in_all: true },
     Scenario { name: "usbtest-vudc-ss", about: "usbtest matrix on (a′) SourceSink on usbip-vudc.0 through vhci-hcd (socketpair)", timeout_secs: 600, in_all: true },
     Scenario { name: "usbtest-vudc-raw", about: "usbtest matrix on (b′) raw_gadget.ko + our Gadget Zero on usbip-vudc.0 through vhci-hcd", timeout_secs: 900, in_all: true },
     Scenario { name: "script-dummy", about: "scripted usbfs host against (a) and (b), compared item by item", timeout_secs: 300, in_all: true },

@@ -105,6 +105,10 @@ impl Cell {
 pub const COLUMNS: &[(&str, &str)] = &[
     (substrate::A, "(a) SourceSink, dummy"),
     (substrate::B, "(b) raw_gadget.ko + our Gadget Zero, dummy"),
+    (
+        substrate::B_C,
+        "(b-C) raw_gadget.ko + the C Gadget Zero (tests/c), dummy",
+    ),
     (substrate::A_PRIME, "(a′) SourceSink, vudc→vhci"),
     (
         substrate::B_PRIME,
@@ -241,6 +245,27 @@ pub struct CaseCheck {
     pub speed: String,
 }
 
+/// The C raw-gadget program's time over SourceSink's for `case`: measured in the same boot when
+/// `base` is (a) and (b-C) ran beside it (contract P5: compare only within one VM run), else
+/// the reference figures of real-kernel-bench.md.
+pub fn c_reference_ratio(c: &Collected, base: &str, case: u32) -> Option<f64> {
+    if base == substrate::A {
+        if let (Some(ma), Some(mc)) = (
+            c.cell(base, case).median(),
+            c.cell(substrate::B_C, case).median(),
+        ) {
+            if ma > 0.0 {
+                return Some(mc / ma);
+            }
+        }
+    }
+    let reference = REFERENCE.iter().find(|r| r.0 == case)?;
+    match (reference.1, reference.2) {
+        (Ok(ra), Ok(rc)) => Some(rc / ra),
+        _ => None,
+    }
+}
+
 /// Compares substrate `x` with baseline `base` per case.
 pub fn check_against(c: &Collected, base: &str, x: &str) -> Vec<CaseCheck> {
     let mut out = Vec::new();
@@ -250,11 +275,7 @@ pub fn check_against(c: &Collected, base: &str, x: &str) -> Vec<CaseCheck> {
             (Some(va), Some(vb)) => Some(vb == "pass" || va == vb),
             _ => None,
         };
-        let reference = REFERENCE.iter().find(|r| r.0 == case);
-        let c_ratio = reference.and_then(|r| match (r.1, r.2) {
-            (Ok(ra), Ok(rc)) => Some(rc / ra),
-            _ => None,
-        });
+        let c_ratio = c_reference_ratio(c, base, case);
         let ours_ratio = match (a.median(), b.median()) {
             (Some(ma), Some(mb)) if ma > 0.0 => Some(mb / ma),
             _ => None,
@@ -358,7 +379,16 @@ pub fn kernel_race(substrate: &str, case: u32) -> Option<&'static str> {
 pub fn comparison(c: &Collected, base: &str, x: &str) -> (String, bool, bool) {
     let checks = check_against(c, base, x);
     let mut s = String::new();
-    let _ = writeln!(s, "| case | ({x}) matches ({base}) | ({x})/({base}) | C raw_gadget/SourceSink (reference) | speed |");
+    let reference = if base == substrate::A && c.cells.keys().any(|(sub, _)| sub == substrate::B_C)
+    {
+        "(b-C)/(a), same boot"
+    } else {
+        "C raw_gadget/SourceSink (reference)"
+    };
+    let _ = writeln!(
+        s,
+        "| case | ({x}) matches ({base}) | ({x})/({base}) | {reference} | speed |"
+    );
     s.push_str("|---|---|---|---|---|\n");
     let mut all_match = true;
     let mut all_fast = true;
@@ -493,6 +523,29 @@ mod tests {
         assert_eq!(get(5), "ok");
         assert_eq!(get(1), "SLOWER");
         assert_eq!(get(11), "excluded (T7)");
+    }
+
+    /// Issue 4 / contract P5: with (b-C) in the same boot, (b) is judged against it, not
+    /// against the figures of another machine.
+    #[test]
+    fn same_boot_c_gadget_zero_replaces_the_reference_figures() {
+        // Reference for case 1 alone would say 0.057 / 0.020 = 2.85x, so 3x would be SLOWER.
+        let c = collected(&[
+            ("a", 1, vec![RunOutcome::Pass(0.02); 5]),
+            ("b", 1, vec![RunOutcome::Pass(0.06); 5]),
+            ("b-c", 1, vec![RunOutcome::Pass(0.08); 5]),
+            ("a", 2, vec![RunOutcome::Pass(0.02); 5]),
+            ("b", 2, vec![RunOutcome::Pass(0.06); 5]),
+            ("b-c", 2, vec![RunOutcome::Pass(0.04); 5]),
+        ]);
+        let k = check_against(&c, "a", "b");
+        let get = |case| k.iter().find(|k| k.case == case).unwrap().clone();
+        assert_eq!(get(1).speed, "ok");
+        assert!((get(1).c_ratio.unwrap() - 4.0).abs() < 1e-9);
+        assert_eq!(get(2).speed, "SLOWER");
+        assert!(comparison(&c, "a", "b").0.contains("(b-C)/(a), same boot"));
+        // Other pairs keep the reference figures.
+        assert!(!comparison(&c, "b-c", "b").0.contains("same boot"));
     }
 
     #[test]

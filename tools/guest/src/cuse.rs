@@ -149,7 +149,7 @@ fn run_client(program: &str, args: &[&str], timeout: Duration) -> Result<(i32, S
     Ok((status.code().unwrap_or(-1), out))
 }
 
-fn client(name: &str) -> String {
+pub(crate) fn client(name: &str) -> String {
     format!("{C_CLIENTS}/{name}")
 }
 

@@ -23,6 +23,9 @@ pub mod substrate {
     pub const C: &str = "c";
     /// The C Gadget Zero (tests/c) on `rawgadget serve` (CUSE), attached through vhci-hcd.
     pub const D: &str = "d";
+    /// raw_gadget.ko on dummy_udc.0 driven by the C Gadget Zero (tests/c): the C raw-gadget
+    /// program our Rust Gadget Zero (b) is measured against, in the same boot.
+    pub const B_C: &str = "b-c";
 }
 
 /// The outcome of one usbtest run.
