@@ -425,16 +425,18 @@ pub fn usbip_script_sections(c: &Collected) -> (String, bool) {
             l.len(),
             diffs.len()
         );
-        let _ = writeln!(
-            out,
-            "{} explained by the contract, {unexplained} not{}.\n",
-            diffs.len() - unexplained,
-            if gated {
-                " (the bench fails on any unexplained one)"
-            } else {
-                " (shown, not gated)"
-            }
-        );
+        if !diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} explained by the contract, {unexplained} not{}.\n",
+                diffs.len() - unexplained,
+                if gated {
+                    " (the bench fails on any unexplained one)"
+                } else {
+                    " (shown, not gated)"
+                }
+            );
+        }
         for (d, why) in &diffs {
             let _ = writeln!(
                 out,
