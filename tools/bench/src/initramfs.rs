@@ -47,6 +47,46 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Modules the `usbip-remote` scenario adds: the NIC on QEMU's user network (virtio-pci is built in).
+const NET_MODULES: &[&str] = &["virtio_net"];
+
+/// Debian's stock USB/IP tool, run inside the guest by `usbip-remote` (contract U22).
+const STOCK_USBIP: &str = "/usr/sbin/usbip";
+
+/// The files a dynamically linked program needs, as `ldd` names them: its libraries and the
+/// dynamic loader (absolute paths).
+pub fn ldd_files(ldd_output: &str) -> Vec<PathBuf> {
+    ldd_output
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Copies a dynamically linked host program into the initramfs at the same path, with the
+/// libraries and loader `ldd` names, at their paths too.
+fn install_dynamic(root: &Path, program: &Path) -> Result<()> {
+    let rel = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let libs = ldd_files(&run(Command::new("ldd").arg(program))?);
+    if libs.is_empty() {
+        bail!("ldd names no libraries for {}", program.display());
+    }
+    for f in std::iter::once(program.to_path_buf()).chain(libs) {
+        let to = rel(&f);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        copy_exec(&f, &to)?;
+    }
+    Ok(())
+}
+
 /// Decompresses `src` (`.ko.xz`, `.ko.zst` or plain `.ko`) into `dst` (`.ko`).
 fn install_module(src: &Path, dst: &Path) -> Result<()> {
     if let Some(parent) = dst.parent() {
@@ -99,6 +139,10 @@ pub fn build(
         let name = c.file_name().context("C client without a name")?;
         copy_exec(c, &root.join("bin/c").join(name))?;
     }
+    // Not fatal: without it only `usbip-remote` fails, and says why.
+    if let Err(e) = install_dynamic(&root, Path::new(STOCK_USBIP)) {
+        eprintln!("bench: the stock usbip tool is not in the initramfs: {e:#}");
+    }
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
 
@@ -109,6 +153,7 @@ pub fn build(
     );
     let mut wanted: Vec<String> = kernel::GUEST_MODULES
         .iter()
+        .chain(NET_MODULES)
         .map(|s| s.to_string())
         .collect();
     // raw_gadget.ko's own dependencies, as modinfo reads them from the built module.
@@ -159,4 +204,22 @@ pub fn build(
         bail!("cpio failed");
     }
     Ok(cpio)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_names_libraries_and_the_loader() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibudev.so.1 => /lib/x86_64-linux-gnu/libudev.so.1 (0x00007f2e)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2e)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f2e)\n";
+        assert_eq!(
+            ldd_files(out),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libudev.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
 }

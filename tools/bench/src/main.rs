@@ -18,6 +18,7 @@ mod bins;
 mod host;
 mod initramfs;
 mod kernel;
+mod remote;
 mod report;
 mod vm;
 
@@ -138,6 +139,9 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "keyboard", about: "our HID keyboard on raw_gadget.ko: evdev reads the typed text, sysfs shows the declared descriptors", timeout_secs: 300, in_all: true },
     Scenario { name: "cuse", about: "C clients (tests/c) on raw_gadget.ko and `rawgadget serve`: errno script diffed line by line (C12), usbtest on (d) the C Gadget Zero via CUSE, ioctl latency", timeout_secs: 900, in_all: true },
     Scenario { name: "usbtest-usbip", about: "usbtest matrix on (c) our engine attached to vhci-hcd by `rawgadget zero --usbip-attach`; must pass every case (b′) passes", timeout_secs: 900, in_all: true },
+    Scenario { name: "script-usbip", about: "scripted usbfs host against (c) our engine via vhci and (b′) raw_gadget.ko on usbip-vudc, item by item; only differences the contract explains", timeout_secs: 300, in_all: true },
+    Scenario { name: "keyboard-usbip", about: "our HID keyboard on (c) via vhci (`--usbip-attach`): evdev reads the typed text, sysfs shows the declared descriptors", timeout_secs: 240, in_all: true },
+    Scenario { name: remote::SCENARIO, about: "our keyboard exported over TCP from the host, imported in the guest by the stock `usbip attach` over QEMU's user network", timeout_secs: 240, in_all: true },
 ];
 
 fn repo_root() -> PathBuf {
@@ -152,6 +156,8 @@ fn repo_root() -> PathBuf {
 struct Prepared {
     kernel: kernel::Kernel,
     initrd: PathBuf,
+    /// Our CLI as built for the guest (static, so the host runs it too: `usbip-remote`).
+    cli: Option<PathBuf>,
     cli_missing: String,
     has_cli: bool,
     /// `rawgadget keyboard` flags the bench passes when the CLI has them.
@@ -207,6 +213,7 @@ fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
     Ok(Prepared {
         kernel: k,
         initrd,
+        cli: bins.cli.clone(),
         cli_missing,
         has_cli,
         keyboard_flags,
@@ -264,6 +271,19 @@ impl ScenarioRun {
     }
 }
 
+/// The `rawgadget keyboard` flags every keyboard scenario passes: those the CLI offers
+/// (`--wait-for-led`) and `--kb-args`.
+fn keyboard_args(opts: &Opts, prep: &Prepared) -> Vec<String> {
+    let mut args = prep.keyboard_flags.clone();
+    args.extend(
+        opts.kb_args
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+    );
+    args
+}
+
 fn cmdline(s: &Scenario, opts: &Opts, prep: &Prepared) -> String {
     let mut c = format!(
         "console=ttyS0 quiet loglevel=4 panic=-1 rgbench.scenario={} rgbench.count={} rgbench.vcount={} rgbench.runs={} rgbench.text={}",
@@ -280,13 +300,7 @@ fn cmdline(s: &Scenario, opts: &Opts, prep: &Prepared) -> String {
             escape(&opts.substrates.join(","))
         ));
     }
-    let mut kb_args = prep.keyboard_flags.clone();
-    kb_args.extend(
-        opts.kb_args
-            .split(',')
-            .filter(|a| !a.is_empty())
-            .map(str::to_string),
-    );
+    let kb_args = keyboard_args(opts, prep);
     if !kb_args.is_empty() {
         c.push_str(&format!(" rgbench.kb_args={}", escape(&kb_args.join(","))));
     }
@@ -324,7 +338,26 @@ fn boot_once(
     run_dir: &Path,
 ) -> Result<(Boot, Vec<Record>)> {
     let timeout = Duration::from_secs_f64(s.timeout_secs as f64 * opts.timeout_scale.max(0.1));
-    let line = format!("{}{extra}", cmdline(s, opts, prep));
+    let mut line = format!("{}{extra}", cmdline(s, opts, prep));
+    // usbip-remote: the device is exported from this side for the length of the boot.
+    let _export = if s.name == remote::SCENARIO {
+        match host_export(opts, prep, run_dir) {
+            Ok(e) => {
+                line.push_str(&e.cmdline());
+                Some(e)
+            }
+            Err(e) => {
+                eprintln!("bench: {e:#}");
+                line.push_str(&format!(
+                    " rgbench.usbip_missing={}",
+                    escape(&format!("{e:#}"))
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let vmlinuz = prep.kernel.vmlinuz();
     let mut early_crashes = 0;
     loop {
@@ -344,6 +377,7 @@ fn boot_once(
             run_dir,
             tag: s.name,
             stream: !opts.quiet,
+            net: remote::needs_net(s.name),
         };
         let out = vm::boot(&spec)?;
         if out.never_started && *accel == Accel::Kvm && opts.accel == "auto" {
@@ -397,6 +431,17 @@ fn boot_once(
         };
         return Ok((boot, records));
     }
+}
+
+/// Starts our keyboard exported over TCP on the host for `usbip-remote`, with the flags the
+/// keyboard scenarios use.
+fn host_export(opts: &Opts, prep: &Prepared, run_dir: &Path) -> Result<remote::HostExport> {
+    let cli = match &prep.cli {
+        Some(cli) if prep.has_cli => cli,
+        _ => bail!("our rawgadget CLI is not available: {}", prep.cli_missing),
+    };
+    let flags = keyboard_args(opts, prep);
+    remote::HostExport::start(cli, &opts.text, &flags, &run_dir.join("export.log"))
 }
 
 /// A substrate to finish in another boot.
@@ -665,6 +710,10 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
             ));
         }
     }
+    // Issue 5: (c) against (b′) is gated, (c) against (b) is shown.
+    let (scripts, scripts_ok) = report::usbip_script_sections(c);
+    sections.push_str(&scripts);
+    functional_ok &= scripts_ok;
     if !c.checks.is_empty() {
         sections.push_str("\n### Checks\n\n");
         for (name, pass, detail) in &c.checks {
@@ -885,7 +934,7 @@ fn main() -> Result<()> {
     }
     if !functional_ok {
         eprintln!(
-            "bench: (b) does not match (a)'s pass/errno column, or (c) fails a case (b′) passes"
+            "bench: (b) does not match (a)'s pass/errno column, or (c) fails a case (b′) passes, or the scripted host saw a difference between (b′) and (c) the contract does not explain"
         );
     }
     let code = match (runs.as_slice(), failed.is_empty() && functional_ok) {

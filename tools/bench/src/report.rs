@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use rawgadget_bench_guest::host::{compare, Difference};
 use rawgadget_bench_guest::record::{substrate, HostStep, Record, RunOutcome, SubstrateState};
+use rawgadget_bench_guest::usbip_proof::{classify, B_PRIME_VS_C, B_VS_C};
 use rawgadget_bench_guest::usbtest::{self, CaseParams, ISO_CASES, MATRIX_CASES, NOISE_CASES};
 
 /// Parses the result channel; lines that are not records (a truncated last line after a timeout)
@@ -427,6 +428,63 @@ pub fn script_diff(c: &Collected, left: &str, right: &str) -> Option<(usize, Vec
     Some((l.len(), compare(l, r)))
 }
 
+/// `(b′)` for `b'`: the table's spelling of a substrate.
+fn label(sub: &str) -> String {
+    format!("({})", sub.replace('\'', "′"))
+}
+
+/// The scripted host's (b′)-against-(c) section (issue 5: gated, every difference must be one
+/// the contract explains) and (b)-against-(c) section (shown, each difference with its rule);
+/// whether the gated one holds. Empty when neither pair ran.
+pub fn usbip_script_sections(c: &Collected) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    for (left, right, table, gated) in [
+        (substrate::B_PRIME, substrate::C, B_PRIME_VS_C, true),
+        (substrate::B, substrate::C, B_VS_C, false),
+    ] {
+        let (Some(l), Some(r)) = (c.steps.get(left), c.steps.get(right)) else {
+            continue;
+        };
+        let diffs = classify(l, r, table);
+        let unexplained = diffs.iter().filter(|(_, why)| why.is_none()).count();
+        let (ll, rl) = (label(left), label(right));
+        let _ = writeln!(
+            out,
+            "\n### Scripted host, {ll} against {rl}: {} steps, {} differences\n",
+            l.len(),
+            diffs.len()
+        );
+        if !diffs.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} explained by the contract, {unexplained} not{}.\n",
+                diffs.len() - unexplained,
+                if gated {
+                    " (the bench fails on any unexplained one)"
+                } else {
+                    " (shown, not gated)"
+                }
+            );
+        }
+        for (d, why) in &diffs {
+            let _ = writeln!(
+                out,
+                "- line {} `{}`: {ll} {} / {rl} {}: {}",
+                d.line,
+                d.text,
+                d.left,
+                d.right,
+                why.unwrap_or("UNEXPLAINED")
+            );
+        }
+        if gated && unexplained > 0 {
+            ok = false;
+        }
+    }
+    (out, ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +624,45 @@ mod tests {
             ),
             "{row}"
         );
+    }
+
+    fn host_steps(sub: &str, statuses: &[&str]) -> Vec<Record> {
+        statuses
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                Record::HostStep(HostStep {
+                    substrate: sub.into(),
+                    line: i + 1,
+                    text: format!("bulk bulk-in {}", 512 * (i + 1)),
+                    status: st.to_string(),
+                    actual: 0,
+                    data: String::new(),
+                    cmp: "status".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Issue 5 item 5: an unexplained (b′)/(c) script difference fails the bench; a (b)/(c) one
+    /// is shown only.
+    #[test]
+    fn script_differences_gate_b_prime_against_c_only() {
+        let mut c = Collected::default();
+        c.add(&host_steps("c", &["ok", "EPIPE"]));
+        c.add(&host_steps("b", &["ok", "ok"]));
+        let (md, ok) = usbip_script_sections(&c);
+        assert!(ok, "{md}");
+        assert!(md.contains("### Scripted host, (b) against (c): 2 steps, 1 differences"));
+        assert!(md.contains("UNEXPLAINED"), "{md}");
+        c.add(&host_steps("b'", &["ok", "EPIPE"]));
+        assert!(usbip_script_sections(&c).1);
+        let mut c2 = Collected::default();
+        c2.add(&host_steps("c", &["ok", "EPIPE"]));
+        c2.add(&host_steps("b'", &["ok", "ok"]));
+        let (md, ok) = usbip_script_sections(&c2);
+        assert!(!ok, "{md}");
+        assert!(md.contains("### Scripted host, (b′) against (c): 2 steps, 1 differences"));
     }
 
     #[test]

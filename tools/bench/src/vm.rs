@@ -52,6 +52,8 @@ pub struct BootSpec<'a> {
     pub tag: &'a str,
     /// Echo the console to the terminal.
     pub stream: bool,
+    /// A virtio NIC on QEMU's user network (the guest reaches the host's loopback at 10.0.2.2).
+    pub net: bool,
 }
 
 /// Whether `/dev/kvm` can be opened read-write (it may still not work, see [`boot`]).
@@ -95,6 +97,15 @@ pub fn boot(spec: &BootSpec<'_>) -> Result<BootOutcome> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    if spec.net {
+        // romfile= : no PXE ROM, the guest boots from -kernel.
+        cmd.args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ]);
+    }
     let start = Instant::now();
     let mut child = cmd
         .spawn()

@@ -10,6 +10,8 @@
 //! - [`input`]: reading key events from evdev and turning them back into text.
 //! - [`scenario`]: what one boot runs, selected by `rgbench.*` words on the kernel command line.
 //! - [`record`]: the JSON lines written to the result channel.
+//! - [`usbip_proof`]: the scripted host on (c) against (b′), and the stock `usbip attach` of a
+//!   device exported from outside the guest (issue 5 item 5).
 #![deny(unsafe_code)]
 
 pub mod cuse;
@@ -21,4 +23,5 @@ pub mod scenario;
 pub mod script;
 pub mod sysfs;
 pub mod usbfs;
+pub mod usbip_proof;
 pub mod usbtest;

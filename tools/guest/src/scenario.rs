@@ -146,6 +146,9 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("script-dummy", "scripted usbfs host against (a) and (b) on dummy_udc.0, compared item by item"),
     ("keyboard", "our HID keyboard on raw_gadget.ko: evdev sees the typed text, sysfs the declared descriptors"),
     ("usbtest-usbip", "usbtest matrix on (c) our engine attached to vhci-hcd (`rawgadget zero --usbip-attach`)"),
+    ("script-usbip", "scripted usbfs host against (c) our engine via vhci and (b') raw_gadget.ko on usbip-vudc, compared item by item"),
+    ("keyboard-usbip", "our HID keyboard on (c) via vhci (`--usbip-attach`): evdev sees the typed text, sysfs the declared descriptors"),
+    ("usbip-remote", "the stock `usbip attach` imports a keyboard the runner exports from outside the guest (QEMU user net)"),
     ("cuse", "C clients on raw_gadget.ko and on `rawgadget serve`: errno script diffed, usbtest on (d), ioctl latency"),
 ];
 
@@ -169,6 +172,9 @@ pub fn run(p: &Params, rep: &Reporter) -> i32 {
         "usbtest-usbip" => usbtest_usbip(p, rep),
         "script-dummy" => script_dummy(p, rep),
         "keyboard" => keyboard(p, rep),
+        "keyboard-usbip" => keyboard_usbip(p, rep),
+        "script-usbip" => crate::usbip_proof::script_usbip(p, rep),
+        "usbip-remote" => crate::usbip_proof::usbip_remote(p, rep),
         "cuse" => crate::cuse::cuse(p, rep),
         other => Err(anyhow!("unknown scenario {other:?}")),
     };
@@ -455,7 +461,7 @@ fn unbind_udc() -> impl FnMut() -> String {
     }
 }
 
-fn cli_args(kind: &str, driver: &str, device: &str) -> Vec<String> {
+pub(crate) fn cli_args(kind: &str, driver: &str, device: &str) -> Vec<String> {
     vec![
         kind.into(),
         "--driver".into(),
@@ -608,16 +614,21 @@ fn raw_gadget_matrix(
     Ok(failed)
 }
 
-fn load_vudc() -> Result<()> {
+/// usbip-core and vhci-hcd, until vhci's `attach` file is there (contract U17).
+pub(crate) fn load_vhci() -> Result<()> {
     gadget::modprobe("usbip-core", &[])?;
     gadget::modprobe("vhci-hcd", &[])?;
+    gadget::wait_path(
+        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
+        Duration::from_secs(10),
+    )
+}
+
+pub(crate) fn load_vudc() -> Result<()> {
+    load_vhci()?;
     gadget::modprobe("usbip-vudc", &[])?;
     gadget::wait_path(
         Path::new("/sys/devices/platform/usbip-vudc.0"),
-        Duration::from_secs(10),
-    )?;
-    gadget::wait_path(
-        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
         Duration::from_secs(10),
     )
 }
@@ -732,7 +743,7 @@ fn usbtest_vudc(p: &Params, rep: &Reporter, raw: bool) -> Result<i32> {
     }
 }
 
-fn run_script(
+pub(crate) fn run_script(
     rep: &Reporter,
     sub: &str,
     steps: &[script::Step],
@@ -822,7 +833,7 @@ fn script_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
 /// What our HID keyboard declares on dummy_udc at high speed: its device descriptor followed by its
 /// configuration descriptor set, the layout of sysfs's `descriptors` file. Computed by the same
 /// code the CLI runs (rawgadget-devices), with dummy_udc's endpoint list.
-fn keyboard_declared(text: &str) -> Result<(u16, u16, Vec<u8>)> {
+pub(crate) fn keyboard_declared(text: &str) -> Result<(u16, u16, Vec<u8>)> {
     let (mut dev, _state) = rawgadget_devices::keyboard(rawgadget_devices::KeyboardConfig {
         text: text.to_string(),
         ..Default::default()
@@ -850,27 +861,61 @@ fn hex(b: &[u8]) -> String {
 
 fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
     gadget::modprobe("dummy_hcd", &[])?;
-    gadget::modprobe("usbhid", &[])?;
-    gadget::modprobe("hid-generic", &[])?;
-    gadget::modprobe("evdev", &[])?;
     gadget::modprobe("raw_gadget", &[])?;
     gadget::wait_path(
         Path::new("/sys/class/udc/dummy_udc.0"),
         Duration::from_secs(10),
     )?;
+    keyboard_checks(
+        p,
+        rep,
+        "keyboard",
+        Some(cli_args("keyboard", "dummy_udc", "dummy_udc.0")),
+    )
+}
+
+/// Our HID keyboard on (c), our engine attached to vhci-hcd by the CLI itself.
+fn keyboard_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
+    load_vhci()?;
+    keyboard_checks(
+        p,
+        rep,
+        "keyboard over vhci (c)",
+        Some(vec!["keyboard".into(), "--usbip-attach".into()]),
+    )
+}
+
+/// The keyboard checks, named `<label> ...`: the text typed arrives as evdev key events, and sysfs
+/// reports the descriptors and ids the keyboard declares. With `cli_args` (`keyboard` and how to
+/// reach the host) the keyboard is started here with `--text` and the runner's `kb_args`; without,
+/// it is already on its way into the guest (imported by the stock usbip tool).
+pub(crate) fn keyboard_checks(
+    p: &Params,
+    rep: &Reporter,
+    label: &str,
+    cli_args: Option<Vec<String>>,
+) -> Result<i32> {
+    gadget::modprobe("usbhid", &[])?;
+    gadget::modprobe("hid-generic", &[])?;
+    gadget::modprobe("evdev", &[])?;
     let (vid, pid, declared) = keyboard_declared(&p.text)?;
-    let mut args = cli_args("keyboard", "dummy_udc", "dummy_udc.0");
-    args.extend(["--text".to_string(), p.text.clone()]);
-    if let Some(extra) = p.extra.get("kb_args") {
-        args.extend(
-            extra
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
-    }
-    let Some(g) = start_our_gadget(p, rep, "keyboard", args) else {
-        return Ok(1);
+    let g = match cli_args {
+        Some(mut args) => {
+            args.extend(["--text".to_string(), p.text.clone()]);
+            if let Some(extra) = p.extra.get("kb_args") {
+                args.extend(
+                    extra
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            let Some(g) = start_our_gadget(p, rep, label, args) else {
+                return Ok(1);
+            };
+            Some(g)
+        }
+        None => None,
     };
     let r = (|| -> Result<i32> {
         let dev = sysfs::wait_for(vid, pid, 0, Some("usbhid"), ENUM_TIMEOUT)?;
@@ -885,12 +930,12 @@ fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
         )?;
         note(
             rep,
-            format!("keyboard at {} as {}", dev.sysfs.display(), node.display()),
+            format!("{label} at {} as {}", dev.sysfs.display(), node.display()),
         );
         let mut failed = 0;
         if !check(
             rep,
-            "keyboard text (evdev)",
+            &format!("{label} text (evdev)"),
             text == p.text,
             format!("typed {:?}, read {:?}", p.text, text),
         ) {
@@ -899,7 +944,7 @@ fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
         let reported = dev.descriptors()?;
         if !check(
             rep,
-            "keyboard descriptors (sysfs)",
+            &format!("{label} descriptors (sysfs)"),
             reported == declared,
             format!("declared {}, sysfs {}", hex(&declared), hex(&reported)),
         ) {
@@ -912,7 +957,7 @@ fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
             let got = dev.attr(attr)?;
             if !check(
                 rep,
-                &format!("keyboard {attr} (sysfs)"),
+                &format!("{label} {attr} (sysfs)"),
                 got == want,
                 format!("sysfs {got}, declared {want}"),
             ) {
@@ -921,8 +966,10 @@ fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
         }
         Ok(failed)
     })();
-    let st = g.stop(Duration::from_secs(5))?;
-    note(rep, format!("keyboard exited: {st}"));
+    if let Some(g) = g {
+        let st = g.stop(Duration::from_secs(5))?;
+        note(rep, format!("{label}: the keyboard exited: {st}"));
+    }
     r
 }
 
