@@ -98,6 +98,9 @@ struct Endpoint {
     already_seen: bool,
     /// ep0 only: the oldest control URB still has its SETUP stage to do.
     setup_stage: bool,
+    /// Iso only: the last packet slot took a request, so the client is streaming and the next
+    /// slot may wait for it (`Personality::iso_grace`). Cleared at enable and disable.
+    iso_streaming: bool,
     queue: VecDeque<QueuedReq>,
 }
 
@@ -127,10 +130,13 @@ struct UrbState {
     new_control: bool,
     /// `urb->unlinked`: the status it will be given back with (contract D26).
     unlinked: Option<Errno>,
-    /// Iso URBs under [`IsoRule::Schedule`]: when the URB reached the head of its endpoint
-    /// (contract I5), and the next packet slot to serve.
-    iso_start: Option<Instant>,
+    /// Iso URBs under [`IsoRule::Schedule`] (contract I5): when the next packet slot falls
+    /// due, or the URB ends once every slot is served (`None` until the URB reaches the head
+    /// of its endpoint); the next packet to serve; and while a slot waits for the client
+    /// (`Personality::iso_grace`), how long at most.
+    iso_due: Option<Instant>,
     iso_next: u32,
+    iso_wait_until: Option<Instant>,
 }
 
 impl UrbState {
@@ -421,8 +427,9 @@ impl Controller {
             flags: urb.flags,
             new_control,
             unlinked: None,
-            iso_start: None,
+            iso_due: None,
             iso_next: 0,
+            iso_wait_until: None,
         });
         self.run();
         id
@@ -636,9 +643,10 @@ impl Controller {
                         // contract I5, I6: packet slots on time, never a NAK
                         IsoRule::Schedule => {
                             let period = self.iso_period(k);
+                            let grace = self.personality.iso_grace;
                             let (eps, urbs, out) =
                                 (&mut self.eps, &mut self.urbs, &mut self.gadget_out);
-                            iso::service(&mut eps[k], &mut urbs[i], out, self.now, period)
+                            iso::service(&mut eps[k], &mut urbs[i], out, self.now, period, grace)
                         }
                     },
                     // contract D12: interrupt is serviced like bulk; control data stages too
@@ -680,11 +688,8 @@ impl Controller {
         }
         self.urbs
             .iter()
-            .filter(|u| u.iso_start.is_some() && u.unlinked.is_none())
-            .filter_map(|u| {
-                let k = self.find_endpoint(u.endpoint)?;
-                iso::deadline(u, self.iso_period(k))
-            })
+            .filter(|u| u.unlinked.is_none() && self.find_endpoint(u.endpoint).is_some())
+            .filter_map(iso::deadline)
             .min()
     }
 
@@ -705,6 +710,7 @@ impl Endpoint {
             wedged: false,
             already_seen: false,
             setup_stage: false,
+            iso_streaming: false,
             queue: VecDeque::new(),
         }
     }
@@ -797,6 +803,7 @@ impl Udc for Controller {
         e.desc = Some(*desc);
         e.halted = false;
         e.wedged = false;
+        e.iso_streaming = false;
         self.run();
         Ok(())
     }
@@ -809,6 +816,7 @@ impl Udc for Controller {
             return Err(Errno::EINVAL);
         }
         self.eps[k].desc = None;
+        self.eps[k].iso_streaming = false;
         self.nuke(k);
         self.run();
         Ok(())

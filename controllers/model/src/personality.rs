@@ -65,6 +65,13 @@ pub struct Personality {
     pub enable_rules: EnableRules,
     /// How iso URBs are handled (contract D1, I5–I6).
     pub iso: IsoRule,
+    /// Under [`IsoRule::Schedule`]: how long a packet slot of a *streaming* iso endpoint (its
+    /// previous slot took a request) waits for the client's next request before it goes by
+    /// empty. Raw gadget allows one request per endpoint at a time, so every packet costs the
+    /// client a round trip (contract P4); a host without a bus clock of its own (vhci: frame
+    /// number 0, contract I6) cannot tell a slot that waited from one on time. Zero is the
+    /// strict rule of contract I5 (the slot never waits). An idle endpoint never waits.
+    pub iso_grace: Duration,
     /// How long a port reset keeps the port disabled: 50 ms on dummy
     /// (`dummy_hcd.c:2353`, contract D27).
     pub reset_time: Duration,
@@ -84,6 +91,7 @@ impl Personality {
             in_fifo: Some(64),
             enable_rules: EnableRules::Dummy,
             iso: IsoRule::Reject,
+            iso_grace: Duration::ZERO,
             reset_time: Duration::from_millis(50),
             resume_time: Duration::from_millis(20),
         }
@@ -111,6 +119,8 @@ impl Personality {
             in_fifo: None,
             enable_rules: EnableRules::MatchOnly,
             iso: IsoRule::Schedule,
+            // contract I5 as written; the USB/IP personality adds a grace
+            iso_grace: Duration::ZERO,
             reset_time: Duration::from_millis(50),
             resume_time: Duration::from_millis(20),
         }

@@ -130,6 +130,7 @@ pub enum ConnectionEnd {
 enum Next {
     Write(Vec<u8>),
     Stop(Option<ConnectionEnd>),
+    /// Hand the controller the time (its timer may be due) and compute the next wait.
     Tick,
 }
 
@@ -235,12 +236,10 @@ fn write_loop<S: Stream>(
 ) -> Option<ConnectionEnd> {
     loop {
         // the next controller timer, or a slow poll that also catches a missed wakeup
-        let timeout = shared
-            .lock()
-            .poll_timeout()
-            .map_or(Duration::from_millis(500), |t| {
-                clock.until(t).min(Duration::from_millis(500))
-            });
+        let timer = shared.lock().poll_timeout();
+        let timeout = timer.map_or(Duration::from_millis(500), |t| {
+            clock.until(t).min(Duration::from_millis(500))
+        });
         let next = shared
             .wait_for(timeout, |bus| {
                 let mut l = lock(link);
@@ -255,6 +254,15 @@ fn write_loop<S: Stream>(
                 }
                 if gadget_closed(bus) {
                     return Some(Next::Stop(Some(ConnectionEnd::GadgetClosed)));
+                }
+                // an input or a client ioctl set an earlier timer (an iso URB reached the head
+                // of its endpoint, a slot waits for the client: contract I5): wait again for
+                // that one instead of the one this wait started with
+                if bus
+                    .poll_timeout()
+                    .is_some_and(|t| timer.map_or(true, |d| t < d))
+                {
+                    return Some(Next::Tick);
                 }
                 None
             })

@@ -42,6 +42,7 @@ pub mod vhci;
 
 pub use device::{
     usbip_iso_personality, usbip_personality, ConnectError, NotReady, UsbipConfig, UsbipDevice,
+    USBIP_ISO_GRACE,
 };
 pub use driver::{Clock, ConnectionEnd, ConnectionHandle, Stream};
 pub use export::{export_tcp, Export, ExportError, ExportOptions, NO_AUTH_WARNING};

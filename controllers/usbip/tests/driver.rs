@@ -752,6 +752,81 @@ fn u16_iso_out_over_usbip() {
     assert_eq!(rig.dev().io_results[0].2, vec![0x22; 1024]);
 }
 
+/// contract I5: iso URBs come back on the controller's own timer. The writer thread waits for
+/// the timer an input set (an iso URB reaching the head of its endpoint) instead of the one it
+/// had when it went to sleep, which could be its 500 ms slow poll.
+#[test]
+fn i5_iso_urbs_complete_on_the_controller_timer() {
+    let mut rig = iso_rig();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        // 8 packets of 125 µs each, no client request: back after 1 ms (I5)
+        let id = rig.host.submit(&mut rig.vhci, iso_urb(0x81, 8, 1024, 0));
+        let c = rig.vhci.wait(id, TIMEOUT).expect("the iso URB completes");
+        assert_eq!((c.status, c.actual_length), (Ok(()), 0));
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "5 URBs of 1 ms took {took:?}"
+    );
+    assert_eq!(rig.vhci.error(), None);
+}
+
+/// contract I5 (client grace, `usbip_iso_personality`), I6, P4: a client that streams one
+/// request at a time (raw gadget's rule) loses no iso IN packet to its round trips, although
+/// each is longer than the 125 µs period; the packets arrive in order. usbtest's shape: one
+/// packet per URB, several URBs queued.
+#[test]
+fn i5_streaming_iso_in_client_loses_no_packet_over_usbip() {
+    let mut rig = iso_rig();
+    for i in 0..16u8 {
+        rig.push_op(DeviceOp::Write {
+            address: 0x81,
+            data: vec![i; 1024],
+            zero: false,
+        });
+    }
+    rig.wait_dev("the first request is queued", |d| d.busy());
+    let ids: Vec<UrbId> = (0..16)
+        .map(|_| rig.host.submit(&mut rig.vhci, iso_urb(0x81, 1, 1024, 0xee)))
+        .collect();
+    for (i, id) in ids.into_iter().enumerate() {
+        let c = rig.vhci.wait(id, TIMEOUT).expect("the iso URB completes");
+        assert_eq!(c.status, Ok(()));
+        assert_eq!(c.iso_packets[0].actual_length, 1024, "URB {i}");
+        assert_eq!(c.buffer, vec![i as u8; 1024], "URB {i}");
+    }
+    assert_eq!(rig.vhci.error(), None);
+}
+
+/// contract I5 (client grace), I6: the same for iso OUT: a sink reading one request at a time
+/// gets every packet, in order, instead of packets dropped while it was on its round trip.
+#[test]
+fn i6_streaming_iso_out_client_gets_every_packet_over_usbip() {
+    let mut rig = iso_rig();
+    for _ in 0..12 {
+        rig.push_op(DeviceOp::Read {
+            address: 0x02,
+            length: 1024,
+        });
+    }
+    rig.wait_dev("the first read is queued", |d| d.busy());
+    let ids: Vec<UrbId> = (0..12u8)
+        .map(|i| rig.host.submit(&mut rig.vhci, iso_urb(0x02, 1, 1024, i)))
+        .collect();
+    for id in ids {
+        let c = rig.vhci.wait(id, TIMEOUT).expect("the iso URB completes");
+        assert_eq!((c.status, c.actual_length), (Ok(()), 1024));
+    }
+    rig.wait_dev("every read completes", |d| d.io_results.len() == 12);
+    for (i, (_, ret, data)) in rig.dev().io_results.iter().enumerate() {
+        assert_eq!(*ret, Ok(1024), "read {i}");
+        assert_eq!(*data, vec![i as u8; 1024], "read {i}");
+    }
+    assert_eq!(rig.vhci.error(), None);
+}
+
 /// contract I1, D24: on the dummy personality an iso URB to an endpoint that is not enabled is
 /// EPROTO, answered without packets (U15: a count of 0 skips the descriptors).
 #[test]

@@ -698,6 +698,15 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
             }
         }
     }
+    // Issue 5: (c)'s iso cases must pass; (b′) is no oracle for iso (contract I8).
+    if let Some((t, ok)) = report::iso_gate(c, substrate::C) {
+        sections.push_str(&format!(
+            "\n### ({}) iso cases: {}\n\n{t}",
+            substrate::C,
+            if ok { "all pass" } else { "FAIL" }
+        ));
+        functional_ok &= ok;
+    }
     if let Some((n, diffs)) = report::script_diff(c, substrate::A, substrate::B) {
         sections.push_str(&format!(
             "\n### Scripted host, (a) against (b): {n} steps, {} differences\n\n",
@@ -934,7 +943,7 @@ fn main() -> Result<()> {
     }
     if !functional_ok {
         eprintln!(
-            "bench: (b) does not match (a)'s pass/errno column, or (c) fails a case (b′) passes, or the scripted host saw a difference between (b′) and (c) the contract does not explain"
+            "bench: (b) does not match (a)'s pass/errno column, or (c) fails a case (b′) passes or an iso case, or the scripted host saw a difference between (b′) and (c) the contract does not explain"
         );
     }
     let code = match (runs.as_slice(), failed.is_empty() && functional_ok) {

@@ -422,6 +422,37 @@ pub fn comparison(c: &Collected, base: &str, x: &str) -> (String, bool, bool) {
     (s, any && all_match, any && all_fast)
 }
 
+/// The iso gate for substrate `sub` (issue 5): every iso case it ran must pass. There is no
+/// like-for-like oracle to compare with (contract I8: usbip-vudc fails every iso URB with EXDEV,
+/// so (b′) shows EIO), so "passes" is the whole rule; `n/a (no iso)` fails it too, because the
+/// scenario asks for the iso personality. `None` when `sub` has no iso cell (not run, or not
+/// among `--cases`).
+pub fn iso_gate(c: &Collected, sub: &str) -> Option<(String, bool)> {
+    let mut s = String::new();
+    let _ = writeln!(s, "| case | ({sub}) | passes |");
+    s.push_str(
+        "|---|---|---|
+",
+    );
+    let mut all = true;
+    let mut any = false;
+    for &case in ISO_CASES {
+        let Some(cell) = c.cells.get(&(sub.to_string(), case)) else {
+            continue;
+        };
+        any = true;
+        let pass = matches!(cell, Cell::Pass { .. });
+        all &= pass;
+        let _ = writeln!(
+            s,
+            "| {case} | {} | {} |",
+            cell.render(),
+            if pass { "yes" } else { "NO" }
+        );
+    }
+    any.then_some((s, all))
+}
+
 /// Script differences between two substrates, when both ran the script.
 pub fn script_diff(c: &Collected, left: &str, right: &str) -> Option<(usize, Vec<Difference>)> {
     let (l, r) = (c.steps.get(left)?, c.steps.get(right)?);
@@ -520,6 +551,29 @@ mod tests {
             .collect();
         c.add(&recs);
         c
+    }
+
+    /// issue 5: (c)'s iso cases are gated as "pass" (contract I8: no oracle); an EIO or a
+    /// device without iso fails the gate, and a substrate without iso cells is not gated.
+    #[test]
+    fn iso_gate_requires_every_iso_case_to_pass() {
+        let pass = || vec![RunOutcome::Pass(0.9)];
+        let c = collected(&[("c", 15, pass()), ("c", 16, pass()), ("c", 1, pass())]);
+        let (table, ok) = iso_gate(&c, "c").unwrap();
+        assert!(ok, "{table}");
+        assert!(
+            table.contains("| 16 | 0.900 (0.900–0.900) | yes |"),
+            "{table}"
+        );
+        let c = collected(&[
+            ("c", 15, pass()),
+            ("c", 16, vec![RunOutcome::Error("EIO".into())]),
+        ]);
+        assert!(!iso_gate(&c, "c").unwrap().1);
+        let c = collected(&[("c", 15, vec![RunOutcome::Error("no-iso".into())])]);
+        assert!(!iso_gate(&c, "c").unwrap().1);
+        let c = collected(&[("c", 1, pass())]);
+        assert!(iso_gate(&c, "c").is_none());
     }
 
     /// spec §4.2: a case is OK if raw gadget passes or fails with the same errno as g_zero.

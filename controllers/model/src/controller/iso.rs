@@ -11,6 +11,17 @@
 //!   0). OUT: the packet's data goes into the head request, which completes with that length
 //!   (EOVERFLOW if it did not fit); with no request the data is dropped and the host still
 //!   sees success.
+//! - **Client grace ([`Personality::iso_grace`](crate::Personality::iso_grace), an amendment
+//!   to I5).** Raw gadget lets a client have one request per endpoint in flight, so a client
+//!   that streams needs one round trip per packet (contract P4), and one period (1 ms for
+//!   usbtest's iso endpoints) is less than a round trip under emulation. With a non-zero
+//!   grace, a slot that finds no request on a *streaming* endpoint (its previous slot took
+//!   one) waits up to the grace for the client's next request; the schedule then goes on from
+//!   the moment the slot was served. An idle endpoint (its previous slot was empty, or it has
+//!   just been enabled) never waits, so a client that queues nothing still gets every URB
+//!   back at start + N·P, and one that stops streaming delays one slot by at most the grace.
+//!   A host without a bus clock of its own (vhci's frame number is always 0, I6) cannot tell
+//!   a slot that waited from one on time. Zero grace is I5 as written.
 
 use core::time::Duration;
 
@@ -31,35 +42,52 @@ pub(super) fn period(speed: Speed, desc: &[u8; 9]) -> Duration {
     unit * (1u32 << exponent)
 }
 
-/// When the head iso URB `urb` next needs the scheduler: its next packet slot, or its end.
-pub(super) fn deadline(urb: &UrbState, period: Duration) -> Option<Instant> {
-    let start = urb.iso_start?;
-    let UrbKind::Isochronous { packets } = &urb.kind else {
-        return None;
-    };
-    // iso_next == N once every packet is served: then this is the URB's end
-    let slot = urb.iso_next.min(packets.len() as u32);
-    Some(start + period * slot)
+/// When the head iso URB `urb` next needs the scheduler: the end of a slot's wait for the
+/// client, its next packet slot, or its end.
+pub(super) fn deadline(urb: &UrbState) -> Option<Instant> {
+    urb.iso_wait_until.or(urb.iso_due)
 }
 
 /// Serves every packet slot of the head iso URB whose time has come; returns the URB's status
-/// once it is complete (start + N·P has passed).
+/// once it is complete (its last slot served and one more period passed).
 pub(super) fn service(
     ep: &mut Endpoint,
     urb: &mut UrbState,
     out: &mut GadgetOut,
     now: Instant,
     period: Duration,
+    grace: Duration,
 ) -> Option<Result<(), Errno>> {
-    let start = *urb.iso_start.get_or_insert(now);
+    // contract I5: the URB starts when it reaches the head of its endpoint
+    let mut due = *urb.iso_due.get_or_insert(now);
     let to_host = urb.is_in();
     let UrbKind::Isochronous { packets } = &mut urb.kind else {
         return Some(Err(Errno::EINVAL));
     };
     let n = packets.len() as u32;
-    while urb.iso_next < n && start + period * urb.iso_next <= now {
+    while due <= now {
+        if urb.iso_next >= n {
+            // start + N·P (plus any waits)
+            return Some(Ok(()));
+        }
+        // the client grace (module doc): a streaming endpoint waits for its next request
+        if ep.queue.is_empty() && ep.iso_streaming && !grace.is_zero() {
+            let until = *urb.iso_wait_until.get_or_insert(due + grace);
+            if now < until {
+                return None;
+            }
+            tracing::debug!(ep = ?ep.id, "iso slot: no request within the grace");
+        }
+        // a slot that waited is served now, and the schedule slips by the wait
+        let served_at = if urb.iso_wait_until.take().is_some() {
+            now
+        } else {
+            due
+        };
         let p = &mut packets[urb.iso_next as usize];
         urb.iso_next += 1;
+        due = served_at + period;
+        urb.iso_due = Some(due);
         let offset = p.offset as usize;
         // a packet outside the buffer (never from the USB/IP decoder, which checks) moves
         // nothing
@@ -71,6 +99,8 @@ pub(super) fn service(
             p.status = -Errno::EINVAL.raw();
             continue;
         };
+        let took = !ep.queue.is_empty();
+        ep.iso_streaming = took;
         if to_host {
             // contract I6, IN: up to `length` bytes of the head request, which completes
             let sent = match ep.queue.pop_front() {
@@ -108,7 +138,7 @@ pub(super) fn service(
             debug_assert!(end <= urb.buffer.len());
         }
     }
-    (urb.iso_next >= n && start + period * n <= now).then_some(Ok(()))
+    None
 }
 
 #[cfg(test)]
@@ -132,7 +162,23 @@ mod tests {
     const ISO_OUT: [u8; 9] = [9, 5, 0x01, 1, 0x00, 0x04, 1, 0, 0];
 
     fn running(speed: Speed) -> Controller {
-        let mut c = Controller::new(Personality::vudc(), 0);
+        running_with(Personality::vudc(), speed)
+    }
+
+    /// The iso personality with a client grace of `GRACE`.
+    const GRACE: Duration = Duration::from_millis(10);
+    fn running_with_grace(speed: Speed) -> Controller {
+        running_with(
+            Personality {
+                iso_grace: GRACE,
+                ..Personality::vudc()
+            },
+            speed,
+        )
+    }
+
+    fn running_with(p: Personality, speed: Speed) -> Controller {
+        let mut c = Controller::new(p, 0);
         c.bind(b"usbip-vudc", b"usbip-vudc.0", speed).unwrap();
         c.port_reset(Instant::ZERO);
         c.handle_timeout(Instant::from_millis(50));
@@ -347,6 +393,190 @@ mod tests {
         c.handle_timeout(t0 + Duration::from_millis(4));
         assert_eq!(urbs(&mut c).iter().map(|u| u.id).collect::<Vec<_>>(), [b]);
         assert_eq!(c.poll_timeout(), None);
+    }
+
+    fn request(id: u64, len: usize) -> Request {
+        Request {
+            id: RequestId(id),
+            buf: vec![id as u8; len],
+            length: len as u32,
+            zero: false,
+        }
+    }
+
+    fn just_before(t: Instant) -> Instant {
+        Instant::from_nanos(t.as_nanos() - 1)
+    }
+
+    /// Advances `c` through its own timers up to `until`.
+    fn run_until(c: &mut Controller, until: Instant) {
+        while let Some(t) = c.poll_timeout().filter(|&t| t <= until) {
+            c.handle_timeout(t);
+        }
+        c.handle_timeout(until);
+    }
+
+    /// contract I5 with the client grace (`Personality::iso_grace`): on a streaming endpoint a
+    /// slot with no request waits for the client's next one, is served when it arrives, and
+    /// the schedule goes on from there. No packet is lost to the client's round trip.
+    #[test]
+    fn i5_grace_streaming_in_slot_waits_for_the_client() {
+        let mut c = running_with_grace(Speed::High);
+        c.ep_enable(1, &ISO_IN).unwrap();
+        let p = Duration::from_micros(125);
+        c.queue(EpId::Ep(1), request(1, 1024)).unwrap();
+        let t0 = Instant::from_millis(100);
+        let id = c.submit_urb(t0, iso_urb(0x81, 3, 1024, 0));
+        assert_eq!(
+            completions(&mut c).len(),
+            1,
+            "packet 0 took request 1 at once"
+        );
+        // slot 1 is due at t0 + P; the client is still on its round trip
+        assert_eq!(c.poll_timeout(), Some(t0 + p));
+        c.handle_timeout(t0 + p);
+        assert_eq!(
+            c.poll_timeout(),
+            Some(t0 + p + GRACE),
+            "waits up to the grace"
+        );
+        let late = t0 + p + Duration::from_millis(3);
+        run_until(&mut c, late);
+        assert!(urbs(&mut c).is_empty());
+        c.queue(EpId::Ep(1), request(2, 1024)).unwrap();
+        assert_eq!(
+            completions(&mut c).len(),
+            1,
+            "the waiting slot took request 2"
+        );
+        // slot 2 is one period after slot 1 was served
+        assert_eq!(c.poll_timeout(), Some(late + p));
+        c.handle_timeout(late + p);
+        c.queue(EpId::Ep(1), request(3, 1024)).unwrap();
+        assert_eq!(completions(&mut c).len(), 1);
+        run_until(&mut c, late + p * 2);
+        let done = urbs(&mut c);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].id, done[0].status), (id, Ok(())));
+        let actual: Vec<u32> = done[0]
+            .iso_packets
+            .iter()
+            .map(|p| p.actual_length)
+            .collect();
+        assert_eq!(actual, [1024, 1024, 1024]);
+        assert_eq!(done[0].actual_length, 3072);
+        assert_eq!(done[0].buffer[1024], 2);
+        assert_eq!(done[0].buffer[2048], 3);
+    }
+
+    /// The same round trip without the grace (contract I5 as written): the slot goes by empty.
+    #[test]
+    fn i5_without_grace_a_late_request_misses_its_slot() {
+        let mut c = running(Speed::High);
+        c.ep_enable(1, &ISO_IN).unwrap();
+        let p = Duration::from_micros(125);
+        c.queue(EpId::Ep(1), request(1, 1024)).unwrap();
+        let t0 = Instant::from_millis(100);
+        c.submit_urb(t0, iso_urb(0x81, 2, 1024, 0));
+        run_until(&mut c, t0 + p + Duration::from_millis(3));
+        let done = urbs(&mut c);
+        assert_eq!(done.len(), 1);
+        let actual: Vec<u32> = done[0]
+            .iso_packets
+            .iter()
+            .map(|p| p.actual_length)
+            .collect();
+        assert_eq!(actual, [1024, 0]);
+    }
+
+    /// contract I5 with the grace: a client that stops streaming delays one slot by the grace;
+    /// the endpoint is then idle and its slots go by on time, empty.
+    #[test]
+    fn i5_grace_expires_then_the_endpoint_is_idle() {
+        let mut c = running_with_grace(Speed::High);
+        c.ep_enable(1, &ISO_IN).unwrap();
+        let p = Duration::from_micros(125);
+        c.queue(EpId::Ep(1), request(1, 1024)).unwrap();
+        let t0 = Instant::from_millis(100);
+        c.submit_urb(t0, iso_urb(0x81, 4, 1024, 0));
+        // slot 1 waits until t0 + P + grace, then slots 2 and 3 follow one period apart
+        let end = t0 + p + GRACE + p * 3;
+        run_until(&mut c, just_before(end));
+        assert!(urbs(&mut c).is_empty());
+        run_until(&mut c, end);
+        let done = urbs(&mut c);
+        assert_eq!(done.len(), 1);
+        let actual: Vec<u32> = done[0]
+            .iso_packets
+            .iter()
+            .map(|p| p.actual_length)
+            .collect();
+        assert_eq!(actual, [1024, 0, 0, 0]);
+        assert!(done[0].iso_packets.iter().all(|p| p.status == 0));
+        // the next URB on the now idle endpoint does not wait
+        let t1 = end + Duration::from_millis(1);
+        c.submit_urb(t1, iso_urb(0x81, 2, 1024, 0));
+        run_until(&mut c, t1 + p * 2);
+        assert_eq!(urbs(&mut c).len(), 1, "idle: done at start + N·P");
+    }
+
+    /// contract I5: with the grace, an endpoint whose client never queued still gets every URB
+    /// back at start + N·P (the grace is for streaming endpoints only).
+    #[test]
+    fn i5_grace_never_delays_an_idle_endpoint() {
+        let mut c = running_with_grace(Speed::High);
+        c.ep_enable(1, &ISO_IN).unwrap();
+        c.ep_enable(0, &ISO_OUT).unwrap();
+        let t0 = Instant::from_millis(100);
+        let end = t0 + Duration::from_micros(125 * 8);
+        c.submit_urb(t0, iso_urb(0x81, 8, 1024, 0));
+        c.submit_urb(t0, iso_urb(0x01, 8, 1024, 5));
+        run_until(&mut c, just_before(end));
+        assert!(urbs(&mut c).is_empty());
+        c.handle_timeout(end);
+        assert_eq!(urbs(&mut c).len(), 2);
+    }
+
+    /// contract I6, OUT, with the grace: a streaming sink's slot waits for its next read, so
+    /// no data is dropped while the client is on its round trip.
+    #[test]
+    fn i6_grace_streaming_out_slot_waits_for_the_next_read() {
+        let mut c = running_with_grace(Speed::High);
+        c.ep_enable(0, &ISO_OUT).unwrap();
+        let p = Duration::from_micros(125);
+        c.queue(EpId::Ep(0), request(1, 1024)).unwrap();
+        let t0 = Instant::from_millis(100);
+        c.submit_urb(t0, iso_urb(0x01, 2, 1024, 9));
+        assert_eq!(completions(&mut c)[0].buf, vec![9; 1024]);
+        run_until(&mut c, t0 + p + Duration::from_millis(2));
+        assert!(urbs(&mut c).is_empty(), "slot 1 waits for the client");
+        c.queue(EpId::Ep(0), request(2, 1024)).unwrap();
+        let reqs = completions(&mut c);
+        assert_eq!((reqs[0].id, reqs[0].actual), (RequestId(2), 1024));
+        assert_eq!(reqs[0].buf, vec![9; 1024]);
+        run_until(&mut c, t0 + p * 2 + Duration::from_millis(2));
+        let done = urbs(&mut c);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].actual_length, 2048);
+    }
+
+    /// contract I5 with the grace: a new enable starts idle, so an URB on a re-enabled
+    /// endpoint does not wait for a client that streamed before.
+    #[test]
+    fn i5_grace_enable_starts_idle() {
+        let mut c = running_with_grace(Speed::High);
+        c.ep_enable(1, &ISO_IN).unwrap();
+        c.queue(EpId::Ep(1), request(1, 1024)).unwrap();
+        let t0 = Instant::from_millis(100);
+        c.submit_urb(t0, iso_urb(0x81, 1, 1024, 0));
+        run_until(&mut c, t0 + Duration::from_micros(125));
+        assert_eq!(urbs(&mut c).len(), 1);
+        c.ep_disable(1).unwrap();
+        c.ep_enable(1, &ISO_IN).unwrap();
+        let t1 = t0 + Duration::from_millis(1);
+        c.submit_urb(t1, iso_urb(0x81, 2, 1024, 0));
+        run_until(&mut c, t1 + Duration::from_micros(250));
+        assert_eq!(urbs(&mut c).len(), 1);
     }
 
     /// contract D1, I1: dummy keeps refusing iso.
