@@ -49,7 +49,8 @@ pub struct UsbipArgs {
     #[arg(long, default_value = "1-1", value_name = "BUSID")]
     pub usbip_busid: String,
     /// Use the iso-capable controller (usbip-vudc's endpoint list, iso transfers served on
-    /// time, high speed at most) instead of dummy_udc's, so Gadget Zero offers its iso
+    /// a clock, with up to 50 ms of grace for a streaming client's next request; high speed
+    /// at most) instead of dummy_udc's, so Gadget Zero offers its iso
     /// altsetting (usbtest with alt=1). The UDC names become usbip-vudc / usbip-vudc.0 unless
     /// --driver / --device say otherwise.
     #[arg(long)]
