@@ -9,6 +9,7 @@
 //! - [`sysfs`]: finding enumerated devices and what the kernel reports about them.
 //! - [`input`]: reading key events from evdev and turning them back into text.
 //! - [`scenario`]: what one boot runs, selected by `rgbench.*` words on the kernel command line.
+//! - [`throughput`]: bulk MB/s and control round trips/s through usbfs, and the null-device floor.
 //! - [`record`]: the JSON lines written to the result channel.
 #![deny(unsafe_code)]
 
@@ -20,5 +21,6 @@ pub mod record;
 pub mod scenario;
 pub mod script;
 pub mod sysfs;
+pub mod throughput;
 pub mod usbfs;
 pub mod usbtest;

@@ -23,6 +23,9 @@ pub mod substrate {
     pub const C: &str = "c";
     /// The C Gadget Zero (tests/c) on `rawgadget serve` (CUSE), attached through vhci-hcd.
     pub const D: &str = "d";
+    /// The null-device floor: `rawgadget null --usbip-attach`, every URB answered inline with no
+    /// engine and no client (contract P5), in the same boot as (c).
+    pub const N: &str = "n";
 }
 
 /// The outcome of one usbtest run.
@@ -60,6 +63,19 @@ pub enum Record {
     },
     /// One step of the scripted host.
     HostStep(HostStep),
+    /// Bulk MB/s and control round trips/s of one substrate through usbfs
+    /// (`throughput::measure`), one figure per run; `error` when the measurement failed.
+    Throughput {
+        substrate: String,
+        transfer_bytes: u32,
+        transfers_per_run: u32,
+        controls_per_run: u32,
+        bulk_in_mbps: Vec<f64>,
+        bulk_out_mbps: Vec<f64>,
+        control_per_s: Vec<f64>,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// A named check with its verdict (keyboard text, sysfs descriptors, ...).
     Check {
         name: String,

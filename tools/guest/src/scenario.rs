@@ -568,6 +568,7 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
             note(rep, format!("our Gadget Zero exited: {st}"));
         }
     }
+    crate::throughput::dummy_substrates(p, rep);
     Ok(failed)
 }
 
@@ -595,6 +596,7 @@ fn usbtest_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
         Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
         Duration::from_secs(10),
     )?;
+    crate::throughput::usbip_floor(p, rep);
     let sub = substrate::C;
     let Some(mut g) = start_our_gadget(p, rep, sub, vec!["zero".into(), "--usbip-attach".into()])
     else {
