@@ -84,3 +84,53 @@ pub fn run(args: &NullArgs) -> Result<ExitCode> {
     eprintln!("rawgadget null: {end}");
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use rawgadget_loopback::{Host, HostConfig};
+    use rawgadget_usbip_udc::fake_vhci::FakeVhci;
+    use rawgadget_usbip_udc::null::{serve, NullDevice, NullEnd};
+
+    use super::*;
+
+    /// contract P5: the floor enumerates with our Gadget Zero's own descriptors (ids, bulk and
+    /// interrupt pairs, strings), at high speed and at SuperSpeed (BOS, companions), through the
+    /// fake vhci, and serves the bulk pattern from them.
+    #[test]
+    fn p5_floor_presents_our_gadget_zero() {
+        for speed in [Speed::High, Speed::Super] {
+            let descriptors = gadget_zero_descriptors(speed).unwrap();
+            let want = descriptors.clone();
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let mut device = NullDevice::new(descriptors).unwrap();
+            let thread = std::thread::spawn(move || {
+                let mut stream = ours;
+                serve(&mut device, &mut stream)
+            });
+            let mut vhci = FakeVhci::new(theirs, speed, 0x0001_0002);
+            let mut host = Host::new(HostConfig::default());
+            host.enumerate(&mut vhci).unwrap();
+            let rec = host.recording();
+            assert_eq!(rec.device.as_deref(), Some(&want.device[..]), "{speed:?}");
+            assert_eq!(rec.configs[0], want.config, "{speed:?}");
+            assert_eq!(rec.configuration, Some(1));
+            assert_eq!(rec.string(2).as_deref(), Some("Gadget Zero"));
+            assert_eq!(rec.bos.is_some(), want.bos.is_some(), "{speed:?}");
+            let mp = if speed == Speed::Super { 1024 } else { 512 };
+            let r = host.bulk_in(
+                &mut vhci,
+                0x81,
+                4 * mp,
+                rawgadget_udc::UrbFlags::default(),
+                Duration::from_secs(5),
+            );
+            let pattern: Vec<u8> = (0..4 * mp).map(|i| ((i % mp) % 63) as u8).collect();
+            assert_eq!((r.status, r.data), (Ok(()), pattern), "{speed:?}");
+            assert_eq!(vhci.error(), None);
+            vhci.detach();
+            assert!(matches!(thread.join().unwrap(), NullEnd::Closed));
+        }
+    }
+}
