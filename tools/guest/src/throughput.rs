@@ -13,9 +13,11 @@
 //!   dummy_udc itself (contract D20).
 //!
 //! Figures are medians of [`runs`] runs (at least 5, P5). Each substrate is measured in the boot
-//! where its usbtest matrix runs, on a fresh instance of the same device: (a) and (b) in
-//! `usbtest-dummy`, (c) and the floor (n) in `usbtest-usbip` ([`dummy_substrates`],
-//! [`usbip_floor`]).
+//! where its usbtest matrix runs, on a fresh instance of the same device: (a) and (b) one after
+//! the other in `usbtest-dummy` ([`dummy_substrates`]; one dummy_udc), (n) and (c) in
+//! `usbtest-usbip` attached at the same time to two vhci ports, their runs interleaved
+//! ([`usbip_floor`], [`measure_interleaved`]), so that the host's load, which swings a lot on a
+//! shared machine under TCG, hits the floor and (c) alike.
 //!
 //! The floor is `rawgadget null --usbip-attach`: the same descriptors as our Gadget Zero, every
 //! URB answered inline by the daemon with no engine and no client (`rawgadget_usbip_udc::null`).
@@ -69,92 +71,158 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64().max(1e-9) / 1e6
 }
 
-/// Measures `dev` (see the module doc). usbtest is unbound from interface 0 meanwhile.
-///
-/// # Errors
-/// The device has no bulk pair, or a transfer fails (the errno is in the message).
-pub fn measure(dev: &UsbDevice, runs: u32) -> Result<Figures> {
-    let config = dev.descriptors()?;
-    let eps = interface0_endpoints(config.get(18..).unwrap_or(&[]));
-    let bulk_in = eps
-        .iter()
-        .find(|e| e.kind == 2 && e.address & 0x80 != 0)
-        .ok_or_else(|| anyhow!("no bulk IN endpoint in interface 0"))?;
-    let bulk_out = eps
-        .iter()
-        .find(|e| e.kind == 2 && e.address & 0x80 == 0)
-        .ok_or_else(|| anyhow!("no bulk OUT endpoint in interface 0"))?;
-    let usb = Device::open(&dev.devnode())
-        .with_context(|| format!("opening {}", dev.devnode().display()))?;
-    let e = |what: &'static str| move |e| anyhow!("{what}: {}", errno_name(e));
-    // usbtest must not hold the interface: USBDEVFS_DISCONNECT unbinds it
-    match usb.disconnect_driver(0) {
-        Ok(()) => {}
-        Err(errno) if errno.raw() == libc::ENODATA => {} // no driver bound
-        Err(errno) => return Err(e("unbinding usbtest")(errno)),
-    }
-    usb.claim_interface(0).map_err(e("claiming interface 0"))?;
-    let r = measure_claimed(&usb, bulk_in.address, bulk_out, runs);
-    let _ = usb.release_interface(0);
-    let _ = usb.connect_driver(0);
-    r
+/// A Gadget Zero claimed through usbfs for measuring: usbtest unbound from interface 0 (it is
+/// bound again when this is dropped).
+pub struct Claimed {
+    usb: Device,
+    bulk_in: u8,
+    bulk_out: u8,
+    out_data: Vec<u8>,
+    buf: Vec<u8>,
+    out: Vec<u8>,
 }
 
-fn measure_claimed(
-    usb: &Device,
-    bulk_in: u8,
-    bulk_out: &crate::host::Endpoint,
-    runs: u32,
-) -> Result<Figures> {
-    let e = |what: &'static str| move |e| anyhow!("{what}: {}", errno_name(e));
-    let mut buf = vec![0u8; TRANSFER_BYTES];
-    let out_data = mod63(TRANSFER_BYTES, usize::from(bulk_out.max_packet));
-    let mut out = out_data.clone();
-    let mut desc = [0u8; 18];
-    // one of each first: endpoints started, caches warm
-    usb.bulk(bulk_in, &mut buf, IO_TIMEOUT)
-        .map_err(e("bulk IN"))?;
-    usb.bulk(bulk_out.address, &mut out, IO_TIMEOUT)
-        .map_err(e("bulk OUT"))?;
-    usb.control(CONTROL_SETUP, &mut desc, IO_TIMEOUT)
-        .map_err(e("GET_DESCRIPTOR"))?;
-    let mut f = Figures::default();
-    for _ in 0..runs {
+fn errno_context(what: &'static str) -> impl Fn(rawgadget_uapi::Errno) -> anyhow::Error {
+    move |e| anyhow!("{what}: {}", errno_name(e))
+}
+
+impl Claimed {
+    /// Unbinds usbtest (`USBDEVFS_DISCONNECT`), claims interface 0 and does one transfer of
+    /// each kind (endpoints started, caches warm).
+    ///
+    /// # Errors
+    /// The device has no bulk pair, or a transfer fails (the errno is in the message).
+    pub fn open(dev: &UsbDevice) -> Result<Claimed> {
+        let config = dev.descriptors()?;
+        let eps = interface0_endpoints(config.get(18..).unwrap_or(&[]));
+        let bulk_in = eps
+            .iter()
+            .find(|e| e.kind == 2 && e.address & 0x80 != 0)
+            .ok_or_else(|| anyhow!("no bulk IN endpoint in interface 0"))?;
+        let bulk_out = eps
+            .iter()
+            .find(|e| e.kind == 2 && e.address & 0x80 == 0)
+            .ok_or_else(|| anyhow!("no bulk OUT endpoint in interface 0"))?;
+        let usb = Device::open(&dev.devnode())
+            .with_context(|| format!("opening {}", dev.devnode().display()))?;
+        match usb.disconnect_driver(0) {
+            Ok(()) => {}
+            Err(errno) if errno.raw() == libc::ENODATA => {} // no driver bound
+            Err(errno) => return Err(errno_context("unbinding usbtest")(errno)),
+        }
+        usb.claim_interface(0)
+            .map_err(errno_context("claiming interface 0"))?;
+        let out_data = mod63(TRANSFER_BYTES, usize::from(bulk_out.max_packet));
+        let mut c = Claimed {
+            usb,
+            bulk_in: bulk_in.address,
+            bulk_out: bulk_out.address,
+            out: out_data.clone(),
+            out_data,
+            buf: vec![0u8; TRANSFER_BYTES],
+        };
+        c.transfer_in()?;
+        c.transfer_out()?;
+        c.control()?;
+        Ok(c)
+    }
+
+    fn transfer_in(&mut self) -> Result<usize> {
+        self.usb
+            .bulk(self.bulk_in, &mut self.buf, IO_TIMEOUT)
+            .map_err(errno_context("bulk IN"))
+    }
+
+    fn transfer_out(&mut self) -> Result<usize> {
+        self.out.copy_from_slice(&self.out_data);
+        self.usb
+            .bulk(self.bulk_out, &mut self.out, IO_TIMEOUT)
+            .map_err(errno_context("bulk OUT"))
+    }
+
+    fn control(&mut self) -> Result<()> {
+        let mut desc = [0u8; 18];
+        let n = self
+            .usb
+            .control(CONTROL_SETUP, &mut desc, IO_TIMEOUT)
+            .map_err(errno_context("GET_DESCRIPTOR"))?;
+        if n != 18 {
+            bail!("GET_DESCRIPTOR(DEVICE) returned {n} bytes, not 18");
+        }
+        Ok(())
+    }
+
+    /// One run: [`TRANSFERS`] bulk IN, as many bulk OUT, [`CONTROLS`] control round trips;
+    /// the figures are appended to `f`.
+    pub fn run_once(&mut self, f: &mut Figures) -> Result<()> {
         let t = Instant::now();
         let mut bytes = 0;
         for _ in 0..TRANSFERS {
-            bytes += usb
-                .bulk(bulk_in, &mut buf, IO_TIMEOUT)
-                .map_err(e("bulk IN"))?;
+            bytes += self.transfer_in()?;
         }
         f.bulk_in_mbps.push(mbps(bytes, t.elapsed()));
         let t = Instant::now();
         let mut bytes = 0;
         for _ in 0..TRANSFERS {
-            out.copy_from_slice(&out_data);
-            bytes += usb
-                .bulk(bulk_out.address, &mut out, IO_TIMEOUT)
-                .map_err(e("bulk OUT"))?;
+            bytes += self.transfer_out()?;
         }
         f.bulk_out_mbps.push(mbps(bytes, t.elapsed()));
         let t = Instant::now();
         for _ in 0..CONTROLS {
-            let n = usb
-                .control(CONTROL_SETUP, &mut desc, IO_TIMEOUT)
-                .map_err(e("GET_DESCRIPTOR"))?;
-            if n != 18 {
-                bail!("GET_DESCRIPTOR(DEVICE) returned {n} bytes, not 18");
-            }
+            self.control()?;
         }
         f.control_per_s
             .push(CONTROLS as f64 / t.elapsed().as_secs_f64().max(1e-9));
+        Ok(())
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        let _ = self.usb.release_interface(0);
+        let _ = self.usb.connect_driver(0);
+    }
+}
+
+/// Measures `dev` (see the module doc): `runs` runs.
+///
+/// # Errors
+/// As [`Claimed::open`] and [`Claimed::run_once`].
+pub fn measure(dev: &UsbDevice, runs: u32) -> Result<Figures> {
+    let mut c = Claimed::open(dev)?;
+    let mut f = Figures::default();
+    for _ in 0..runs {
+        c.run_once(&mut f)?;
     }
     Ok(f)
 }
 
+/// Measures several devices with their runs interleaved (run 1 of each, then run 2 of each
+/// ...), so that a change in the host's load during the measurement hits all of them alike.
+///
+/// # Errors
+/// The first failure of any device.
+pub fn measure_interleaved(devs: &[&UsbDevice], runs: u32) -> Result<Vec<Figures>> {
+    let mut claimed = devs
+        .iter()
+        .map(|d| Claimed::open(d))
+        .collect::<Result<Vec<_>>>()?;
+    let mut figures = vec![Figures::default(); devs.len()];
+    for _ in 0..runs {
+        for (c, f) in claimed.iter_mut().zip(&mut figures) {
+            c.run_once(f)?;
+        }
+    }
+    Ok(figures)
+}
+
 /// Measures `dev` and reports the figures, or the error, as one record.
 fn measure_and_report(rep: &Reporter, sub: &str, dev: &UsbDevice, runs: u32) {
-    let r = measure(dev, runs);
+    report(rep, sub, runs, measure(dev, runs));
+}
+
+/// Reports one substrate's figures, or the error, as one record and a console note.
+fn report(rep: &Reporter, sub: &str, runs: u32, r: Result<Figures>) {
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
@@ -251,20 +319,85 @@ pub fn dummy_substrates(p: &Params, rep: &Reporter) {
 /// a fresh `rawgadget zero --usbip-attach`. Failures are reported, not counted (the floor is a
 /// reference, and the runner never resumes (n) in another boot).
 pub fn usbip_floor(p: &Params, rep: &Reporter) {
-    let runs = runs(p);
     if p.wants(substrate::N) {
         if let Err(e) = floor(p, rep) {
             substrate_state(rep, substrate::N, SubstrateState::Failed, format!("{e:#}"));
         }
     }
-    if p.wants(substrate::C) {
-        let args = vec!["zero".to_string(), "--usbip-attach".to_string()];
-        if let Some(g) = start_our_gadget(p, rep, substrate::C, args) {
-            if let Err(e) = measure_process(rep, substrate::C, runs, g) {
-                note(rep, format!("throughput (c) failed: {e:#}"));
+    if let Err(e) = usbip_throughput(p, rep) {
+        note(rep, format!("throughput (n)/(c) failed: {e:#}"));
+    }
+}
+
+/// A Gadget Zero that enumerated after the ones in `taken` (the same ids, so told apart by their
+/// sysfs path), with usbtest bound to interface 0.
+fn wait_new_device(taken: &[UsbDevice]) -> Result<UsbDevice> {
+    let deadline = Instant::now() + ENUM_TIMEOUT;
+    loop {
+        let fresh = sysfs::find(GZERO_VID, GZERO_PID).into_iter().find(|d| {
+            !taken.iter().any(|t| t.sysfs == d.sysfs)
+                && d.interface_driver(0).as_deref() == Some("usbtest")
+                && d.devnode().exists()
+        });
+        if let Some(d) = fresh {
+            return Ok(d);
+        }
+        if Instant::now() >= deadline {
+            bail!("no new Gadget Zero bound to usbtest within {ENUM_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The throughput of (n) and (c), both attached to vhci at once (two ports) and measured with
+/// their runs interleaved, so that the host's load drifts alike for both.
+fn usbip_throughput(p: &Params, rep: &Reporter) -> Result<()> {
+    let mut procs: Vec<(&str, GadgetProcess)> = Vec::new();
+    let mut devs: Vec<UsbDevice> = Vec::new();
+    let wanted = [(substrate::N, "null"), (substrate::C, "zero")];
+    let mut r = Ok(());
+    for (sub, cmd) in wanted {
+        if !p.wants(sub) {
+            continue;
+        }
+        let args = vec![cmd.to_string(), "--usbip-attach".to_string()];
+        let Some(g) = start_our_gadget(p, rep, sub, args) else {
+            continue;
+        };
+        procs.push((sub, g));
+        match wait_new_device(&devs) {
+            Ok(d) => devs.push(d),
+            Err(e) => {
+                r = Err(e.context(format!("({sub}) did not enumerate")));
+                break;
             }
         }
     }
+    if r.is_ok() && !devs.is_empty() {
+        let runs = runs(p);
+        let refs: Vec<&UsbDevice> = devs.iter().collect();
+        match measure_interleaved(&refs, runs) {
+            Ok(figures) => {
+                for ((sub, _), f) in procs.iter().zip(figures) {
+                    report(rep, sub, runs, Ok(f));
+                }
+            }
+            Err(e) => {
+                for (sub, _) in &procs {
+                    report(rep, sub, runs, Err(anyhow!("{e:#}")));
+                }
+            }
+        }
+    }
+    for (sub, g) in procs {
+        let st = g.stop(Duration::from_secs(5))?;
+        note(
+            rep,
+            format!("{} (throughput, {sub}) exited: {st}", g_name(sub)),
+        );
+    }
+    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+    r
 }
 
 fn floor(p: &Params, rep: &Reporter) -> Result<()> {
@@ -294,9 +427,7 @@ fn floor(p: &Params, rep: &Reporter) -> Result<()> {
                 format!("{} via vhci (null device)", dev.sysfs.display()),
             );
             usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
-            g.check_alive()?;
-            measure_and_report(rep, sub, &dev, runs(p));
-            Ok(())
+            g.check_alive()
         });
     let st = g.stop(Duration::from_secs(5))?;
     note(rep, format!("the null device exited: {st}"));
