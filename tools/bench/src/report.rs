@@ -498,12 +498,24 @@ pub const FLOOR_TARGET: f64 = 2.0;
 
 /// The "(c) against the floor" table: (c)/(n) per case, cases 11 and 12 excluded (T7). Returns
 /// the markdown and whether every ratio is within [`FLOOR_TARGET`] (printed, not gated).
+///
+/// The numerator is the (c) instance run beside the floor with interleaved runs
+/// ([`substrate::C_WITH_N`]) when the boot has it, else (c)'s own column.
 pub fn floor_comparison(c: &Collected) -> (String, bool) {
+    let beside = c.cells.keys().any(|(s, _)| s == substrate::C_WITH_N);
+    let (num, label) = if beside {
+        (substrate::C_WITH_N, "(c) beside (n), interleaved")
+    } else {
+        (substrate::C, "(c)")
+    };
     let mut s = String::new();
-    s.push_str("| case | (c) | (n) floor | (c)/(n) | within 2× |\n|---|---|---|---|---|\n");
+    let _ = writeln!(
+        s,
+        "| case | {label} | (n) floor | (c)/(n) | within 2× |\n|---|---|---|---|---|"
+    );
     let mut all_within = true;
     for &case in MATRIX_CASES {
-        let (x, n) = (c.cell(substrate::C, case), c.cell(substrate::N, case));
+        let (x, n) = (c.cell(num, case), c.cell(substrate::N, case));
         let ratio = match (x.median(), n.median()) {
             (Some(mx), Some(mn)) if mn > 0.0 => Some(mx / mn),
             _ => None,
@@ -755,6 +767,17 @@ mod tests {
         assert!(row("11").contains("excluded (T7)"), "{t}");
         assert!(row("2").contains("no ratio"), "{t}");
         assert!(!within);
+        // the (c) instance run beside the floor, when present, is the numerator
+        let mut beside = collected(&[
+            ("c", 1, vec![RunOutcome::Pass(0.5); 3]),
+            ("c+n", 1, vec![RunOutcome::Pass(0.06); 3]),
+            ("n", 1, vec![RunOutcome::Pass(0.05); 3]),
+        ]);
+        let (t2, _) = floor_comparison(&beside);
+        assert!(t2.contains("(c) beside (n), interleaved"), "{t2}");
+        assert!(t2.contains("| 1.20× | yes |"), "{t2}");
+        beside.cells.retain(|(s, _), _| s != "c+n");
+        assert!(floor_comparison(&beside).0.contains("| 10.00× | NO |"));
         // the floor is a column of the main table
         assert!(table(&c)
             .lines()

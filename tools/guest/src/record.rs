@@ -26,6 +26,9 @@ pub mod substrate {
     /// The null-device floor: `rawgadget null --usbip-attach`, every URB answered inline with no
     /// engine and no client (contract P5), in the same boot as (c).
     pub const N: &str = "n";
+    /// A second instance of (c), attached beside the floor and measured with its runs
+    /// interleaved with (n)'s: the numerator of the floor ratios (not a column of the table).
+    pub const C_WITH_N: &str = "c+n";
 }
 
 /// The outcome of one usbtest run.

@@ -277,7 +277,7 @@ const DEVICE_LOST: &[&str] = &["ENODEV", "ENOENT", "ESHUTDOWN"];
 
 /// One usbtest ioctl in its own thread, so that a hang (usbtest waits without a timeout in some
 /// cases, e.g. 10) can be noticed. `Err(rx)` when it did not return in time.
-fn run_case_watched(
+pub(crate) fn run_case_watched(
     devnode: &Path,
     params: usbtest::CaseParams,
     timeout: Duration,

@@ -21,8 +21,10 @@
 //!
 //! The floor is `rawgadget null --usbip-attach`: the same descriptors as our Gadget Zero, every
 //! URB answered inline by the daemon with no engine and no client (`rawgadget_usbip_udc::null`).
-//! It gets the same usbtest matrix as (c), in the same boot, so that (c) can be reported as a
-//! ratio of what vhci alone costs.
+//! It gets the same usbtest matrix as (c), in the same boot, run by run interleaved with a second
+//! instance of (c) attached beside it (records under `c+n`), so that (c) can be reported as a
+//! ratio of what vhci alone costs under the same load ([`interleaved_matrix`]). (c)'s own column
+//! is still the matrix the scenario runs afterwards on its usual single attach.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -31,14 +33,14 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::gadget::{self, GadgetProcess, SourceSink, GZERO_PID, GZERO_VID};
 use crate::host::{errno_name, interface0_endpoints};
-use crate::record::{substrate, Record, Reporter, SubstrateState};
+use crate::record::{substrate, Record, Reporter, RunOutcome, SubstrateState};
 use crate::scenario::{
-    kill_gadget, note, start_our_gadget, substrate_state, usbtest_matrix, Matrix, Params,
-    ENUM_TIMEOUT,
+    note, run_case_watched, start_our_gadget, substrate_state, Params, ENUM_TIMEOUT,
 };
 use crate::script::mod63;
 use crate::sysfs::{self, UsbDevice};
 use crate::usbfs::Device;
+use crate::usbtest;
 
 /// Bytes per bulk transfer (issue 5: 64 KiB transfers).
 pub const TRANSFER_BYTES: usize = 64 << 10;
@@ -319,13 +321,8 @@ pub fn dummy_substrates(p: &Params, rep: &Reporter) {
 /// a fresh `rawgadget zero --usbip-attach`. Failures are reported, not counted (the floor is a
 /// reference, and the runner never resumes (n) in another boot).
 pub fn usbip_floor(p: &Params, rep: &Reporter) {
-    if p.wants(substrate::N) {
-        if let Err(e) = floor(p, rep) {
-            substrate_state(rep, substrate::N, SubstrateState::Failed, format!("{e:#}"));
-        }
-    }
-    if let Err(e) = usbip_throughput(p, rep) {
-        note(rep, format!("throughput (n)/(c) failed: {e:#}"));
+    if let Err(e) = floor_and_throughput(p, rep) {
+        note(rep, format!("floor / throughput (n)/(c) failed: {e:#}"));
     }
 }
 
@@ -349,17 +346,67 @@ fn wait_new_device(taken: &[UsbDevice]) -> Result<UsbDevice> {
     }
 }
 
-/// The throughput of (n) and (c), both attached to vhci at once (two ports) and measured with
-/// their runs interleaved, so that the host's load drifts alike for both.
-fn usbip_throughput(p: &Params, rep: &Reporter) -> Result<()> {
+/// CPU time (user + system) of process `pid` so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ: the unit of /proc's clock ticks, fixed at 100 by the Linux ABI on x86
+    let hz = 100;
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// What each attached, enumerated and idle daemon burns in one second: a thread that spins
+/// instead of sleeping shows here (and would slow every handoff of a 2-vCPU TCG guest).
+fn idle_cpu(rep: &Reporter, procs: &[(&str, GadgetProcess)]) {
+    let before: Vec<Option<Duration>> = procs.iter().map(|(_, g)| cpu_time(g.pid())).collect();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let wall = t.elapsed();
+    let parts: Vec<String> = procs
+        .iter()
+        .zip(before)
+        .map(|((sub, g), b)| match (b, cpu_time(g.pid())) {
+            (Some(b), Some(a)) => format!(
+                "({sub}) {:.0}%",
+                a.saturating_sub(b).as_secs_f64() / wall.as_secs_f64() * 100.0
+            ),
+            _ => format!("({sub}) unknown"),
+        })
+        .collect();
+    note(
+        rep,
+        format!(
+            "idle CPU of the attached daemons over {:.1} s: {}",
+            wall.as_secs_f64(),
+            parts.join(", ")
+        ),
+    );
+}
+
+/// The floor and (c) attached at once to two vhci ports: the idle CPU of both daemons over one
+/// second, the usbtest matrix with the runs of (n) and of this (c) instance interleaved (records
+/// under [`substrate::C_WITH_N`], the numerator of the floor ratios), then their throughput,
+/// interleaved too. With only (c) wanted (a resumed boot), just (c)'s throughput.
+fn floor_and_throughput(p: &Params, rep: &Reporter) -> Result<()> {
+    gadget::wait_path(
+        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
+        Duration::from_secs(10),
+    )?;
     let mut procs: Vec<(&str, GadgetProcess)> = Vec::new();
     let mut devs: Vec<UsbDevice> = Vec::new();
-    let wanted = [(substrate::N, "null"), (substrate::C, "zero")];
+    let mut wanted = Vec::new();
+    if p.wants(substrate::N) {
+        wanted.push((substrate::N, "null"));
+    }
+    if p.wants(substrate::C) || p.wants(substrate::N) {
+        wanted.push((substrate::C, "zero"));
+    }
     let mut r = Ok(());
     for (sub, cmd) in wanted {
-        if !p.wants(sub) {
-            continue;
-        }
         let args = vec![cmd.to_string(), "--usbip-attach".to_string()];
         let Some(g) = start_our_gadget(p, rep, sub, args) else {
             continue;
@@ -374,6 +421,34 @@ fn usbip_throughput(p: &Params, rep: &Reporter) -> Result<()> {
         }
     }
     if r.is_ok() && !devs.is_empty() {
+        // one second for the enumeration to settle, measured
+        idle_cpu(rep, &procs);
+    }
+    if r.is_ok() && procs.first().is_some_and(|(s, _)| *s == substrate::N) {
+        substrate_state(
+            rep,
+            substrate::N,
+            SubstrateState::Up,
+            format!("{} via vhci (null device)", devs[0].sysfs.display()),
+        );
+        let subs: Vec<(&str, &UsbDevice, u32)> = procs
+            .iter()
+            .zip(&devs)
+            .map(|((s, g), d)| {
+                let key = if *s == substrate::C {
+                    substrate::C_WITH_N
+                } else {
+                    s
+                };
+                (key, d, g.pid())
+            })
+            .collect();
+        if let Err(e) = interleaved_matrix(p, rep, &subs) {
+            substrate_state(rep, substrate::N, SubstrateState::Failed, format!("{e:#}"));
+        }
+    }
+    let present: Vec<bool> = devs.iter().map(UsbDevice::present).collect();
+    if r.is_ok() && !devs.is_empty() && present.iter().all(|x| *x) {
         let runs = runs(p);
         let refs: Vec<&UsbDevice> = devs.iter().collect();
         match measure_interleaved(&refs, runs) {
@@ -393,44 +468,80 @@ fn usbip_throughput(p: &Params, rep: &Reporter) -> Result<()> {
         let st = g.stop(Duration::from_secs(5))?;
         note(
             rep,
-            format!("{} (throughput, {sub}) exited: {st}", g_name(sub)),
+            format!("{} (beside the floor, {sub}) exited: {st}", g_name(sub)),
         );
     }
     sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
     r
 }
 
-fn floor(p: &Params, rep: &Reporter) -> Result<()> {
-    let sub = substrate::N;
-    gadget::wait_path(
-        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
-        Duration::from_secs(10),
-    )?;
-    let Some(mut g) = start_our_gadget(p, rep, sub, vec!["null".into(), "--usbip-attach".into()])
-    else {
-        return Ok(());
-    };
-    let pid = g.pid();
-    let m = Matrix {
-        rep,
-        sub,
-        count: p.count,
-        runs: p.runs,
-        case_timeout: p.case_timeout,
-    };
-    let r =
-        sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
-            substrate_state(
-                rep,
-                sub,
-                SubstrateState::Up,
-                format!("{} via vhci (null device)", dev.sysfs.display()),
+/// The usbtest matrix on several devices at once, run by run: case k run 1 on each, run 2 on
+/// each ... (contract P5: compare within one run; interleaving also within one minute). A case
+/// that fails is not repeated on that device; a hang kills that device's process (SIGKILL) and
+/// ends its matrix; the others go on.
+///
+/// # Errors
+/// When the first device (the floor) is lost.
+fn interleaved_matrix(p: &Params, rep: &Reporter, subs: &[(&str, &UsbDevice, u32)]) -> Result<()> {
+    let mut alive = vec![true; subs.len()];
+    let mut reported_loss = false;
+    for &case in &p.cases {
+        let params = usbtest::case_params(case, p.count);
+        let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
+        let mut failed = vec![false; subs.len()];
+        for _ in 0..p.runs {
+            for (i, &(_, dev, pid)) in subs.iter().enumerate() {
+                if !alive[i] || failed[i] {
+                    continue;
+                }
+                match run_case_watched(&dev.devnode(), params, p.case_timeout) {
+                    Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
+                    Ok(Err(e)) => {
+                        outcomes[i].push(RunOutcome::Error(e));
+                        failed[i] = true;
+                    }
+                    Err(rx) => {
+                        outcomes[i].push(RunOutcome::Error("timeout".into()));
+                        gadget::signal(pid, libc::SIGKILL);
+                        let _ = rx.recv_timeout(Duration::from_secs(30));
+                        alive[i] = false;
+                    }
+                }
+            }
+        }
+        for (i, &(sub, dev, _)) in subs.iter().enumerate() {
+            if outcomes[i].is_empty() {
+                continue;
+            }
+            let text: Vec<String> = outcomes[i]
+                .iter()
+                .map(|o| match o {
+                    RunOutcome::Pass(s) => format!("{s:.3}"),
+                    RunOutcome::Error(e) => e.clone(),
+                })
+                .collect();
+            println!(
+                "bench-guest: {sub} case {case:2} {:<22} {}",
+                usbtest::case_name(case),
+                text.join(" ")
             );
-            usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
-            g.check_alive()
-        });
-    let st = g.stop(Duration::from_secs(5))?;
-    note(rep, format!("the null device exited: {st}"));
-    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
-    r
+            rep.emit(&Record::Usbtest {
+                substrate: sub.into(),
+                params,
+                alt: -1,
+                runs: std::mem::take(&mut outcomes[i]),
+            });
+            if alive[i] && !dev.present() {
+                alive[i] = false;
+            }
+        }
+        if !alive[0] {
+            bail!("the null device was lost during case {case}");
+        }
+        if alive.iter().skip(1).any(|a| !a) && !reported_loss {
+            reported_loss = true;
+            note(rep, format!("(c) beside the floor was lost in case {case}"));
+        }
+    }
+    Ok(())
 }
