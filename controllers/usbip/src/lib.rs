@@ -20,6 +20,8 @@
 //! - [`vhci`]: attach to the local vhci-hcd through sysfs (U17–U21), no TCP, no `usbip` tool.
 //! - [`export`]: a TCP export like `usbipd` (U22–U24) for the stock `usbip attach`.
 //! - [`fake_vhci`]: the host side in userspace, with vhci's checks, for tests and tools.
+//! - [`null`]: the null-device floor of the bench (contract P5): an inline USB/IP responder,
+//!   Gadget-Zero shaped, with no engine and no client, that measures vhci's own cost per URB.
 //!
 //! # What it does not do
 //!
@@ -38,6 +40,7 @@ pub mod driver;
 pub mod export;
 pub mod fake_vhci;
 pub mod link;
+pub mod null;
 pub mod vhci;
 
 pub use device::{

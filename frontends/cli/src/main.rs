@@ -14,6 +14,7 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
 mod demo;
+mod null;
 mod serve;
 mod usbip;
 
@@ -72,6 +73,10 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
         pattern: u32,
     },
+    /// The bench's null-device floor: a Gadget-Zero-shaped USB/IP responder attached to vhci-hcd
+    /// that answers every URB itself, with no engine and no client (contract P5).
+    #[command(hide = true)]
+    Null(null::NullArgs),
     /// Run a HID boot keyboard that types TEXT once configured.
     Keyboard {
         #[command(flatten)]
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
     });
     let result = match command {
         Command::Serve(args) => serve::run(args),
+        Command::Null(args) => null::run(&args),
         Command::Demo { speed } => demo::run(speed.into()).map(|()| ExitCode::SUCCESS),
         Command::Describe { device, speed } => describe(device, speed.into()),
         Command::Zero {

@@ -471,7 +471,8 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
         else {
             continue;
         };
-        if out.iter().any(|u| &u.substrate == substrate) {
+        // the null-device floor is a reference, measured in (c)'s boot only: never resumed
+        if out.iter().any(|u| &u.substrate == substrate) || substrate == substrate::N {
             continue;
         }
         let mut done: Vec<u32> = Vec::new();
@@ -666,6 +667,30 @@ fn run_one(
     })
 }
 
+/// Issue 5's floor ratios and the throughput table (printed, not gated).
+fn floor_and_throughput(c: &Collected) -> String {
+    let mut s = String::new();
+    let has = |x: &str| c.cells.keys().any(|(sub, _)| sub == x);
+    if has(substrate::C) && has(substrate::N) {
+        let (t, within) = report::floor_comparison(c);
+        s.push_str(&format!(
+            "\n### (c) against the null-device floor (n), same boot: {} (target ≤ {:.0}×, not gated)\n\n{t}",
+            if within { "within the target everywhere" } else { "ABOVE the target on some case" },
+            report::FLOOR_TARGET
+        ));
+    }
+    if let Some(t) = report::throughput_table(c) {
+        s.push_str(&format!(
+            "\n### Throughput (usbfs in the guest; median (min–max) of the runs; {})\n\n{t}",
+            rawgadget_bench_guest::throughput::DESCRIPTION
+        ));
+        for line in report::throughput_targets(c) {
+            s.push_str(&format!("- {line}\n"));
+        }
+    }
+    s
+}
+
 fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
     let mut md = String::new();
     md.push_str(&report::table(c));
@@ -707,6 +732,7 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
         ));
         functional_ok &= ok;
     }
+    sections.push_str(&floor_and_throughput(c));
     if let Some((n, diffs)) = report::script_diff(c, substrate::A, substrate::B) {
         sections.push_str(&format!(
             "\n### Scripted host, (a) against (b): {n} steps, {} differences\n\n",
@@ -811,6 +837,7 @@ fn write_outputs(
             "substrate": s, "case": case, "result": cell.render(), "verdict": cell.verdict(), "median": cell.median(),
         })).collect::<Vec<_>>(),
         "checks": c.checks,
+        "throughput": c.throughput,
         "table_markdown": md,
     });
     let text = serde_json::to_string_pretty(&json)?;

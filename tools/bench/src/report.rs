@@ -116,6 +116,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
         "(b′) raw_gadget.ko + our Gadget Zero, vudc→vhci",
     ),
     (substrate::C, "(c) our engine over USB/IP"),
+    (substrate::N, "(n) null device over vhci (floor)"),
     (
         substrate::D,
         "(d) C Gadget Zero on `rawgadget serve` (CUSE→vhci)",
@@ -134,6 +135,8 @@ pub struct Collected {
     pub notes: Vec<String>,
     /// (substrate, case) → the first result of a case that was run again in a fresh boot.
     pub retried: BTreeMap<(String, u32), String>,
+    /// substrate → its throughput figures (the first measurement, from the substrate's main boot).
+    pub throughput: BTreeMap<String, Throughput>,
 }
 
 impl Collected {
@@ -179,6 +182,25 @@ impl Collected {
                     self.checks.push((name.clone(), *pass, detail.clone()))
                 }
                 Record::Note { text } => self.notes.push(text.clone()),
+                Record::Throughput {
+                    substrate,
+                    transfer_bytes,
+                    bulk_in_mbps,
+                    bulk_out_mbps,
+                    control_per_s,
+                    error,
+                    ..
+                } => {
+                    self.throughput
+                        .entry(substrate.clone())
+                        .or_insert_with(|| Throughput {
+                            transfer_bytes: *transfer_bytes,
+                            bulk_in: Spread::of(bulk_in_mbps),
+                            bulk_out: Spread::of(bulk_out_mbps),
+                            control: Spread::of(control_per_s),
+                            error: error.clone(),
+                        });
+                }
                 Record::Start { .. } | Record::End { .. } => {}
             }
         }
@@ -191,6 +213,9 @@ impl Collected {
         }
         if sub == substrate::C && !self.substrates.contains_key(sub) {
             return Cell::NotRun("filled by the USB/IP issue".into());
+        }
+        if sub == substrate::N && !self.substrates.contains_key(sub) {
+            return Cell::NotRun("the null-device floor runs in usbtest-usbip".into());
         }
         match self.substrates.get(sub) {
             Some((SubstrateState::NotRun, why)) => Cell::NotRun(why.clone()),
@@ -451,6 +476,209 @@ pub fn iso_gate(c: &Collected, sub: &str) -> Option<(String, bool)> {
         );
     }
     any.then_some((s, all))
+}
+
+/// Median and spread of per-run figures.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub runs: usize,
+}
+
+impl Spread {
+    /// `None` without figures.
+    pub fn of(v: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            runs: n,
+        })
+    }
+
+    fn render(s: Option<Spread>, decimals: usize) -> String {
+        match s {
+            Some(s) => format!(
+                "{:.d$} ({:.d$}–{:.d$})",
+                s.median,
+                s.min,
+                s.max,
+                d = decimals
+            ),
+            None => "—".into(),
+        }
+    }
+}
+
+/// One substrate's throughput (guest `throughput::measure`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Throughput {
+    pub transfer_bytes: u32,
+    /// MB/s (10^6 bytes per second) per run.
+    pub bulk_in: Option<Spread>,
+    pub bulk_out: Option<Spread>,
+    /// Control round trips per second per run.
+    pub control: Option<Spread>,
+    pub error: Option<String>,
+}
+
+/// Reference bulk figures of real-kernel-bench.md (one TCG run, usbtest count 200, size 65536,
+/// one URB at a time): (source, MB/s IN, MB/s OUT).
+pub const THROUGHPUT_REFERENCE: &[(&str, f64, f64)] = &[
+    (
+        "in-kernel SourceSink on dummy_udc (usbtest cases 2 / 1)",
+        99.0,
+        75.0,
+    ),
+    (
+        "userspace USB/IP peer (`usbip` crate) via vhci (usbtest cases 2 / 1)",
+        53.0,
+        68.0,
+    ),
+    (
+        "C raw_gadget.ko + a userspace Gadget Zero, 512 B per ioctl (usbtest cases 2 / 1)",
+        2.5,
+        2.4,
+    ),
+];
+
+/// Issue 5's floor target: (c) within 2× of the null device everywhere.
+pub const FLOOR_TARGET: f64 = 2.0;
+
+/// The "(c) against the floor" table: (c)/(n) per case, cases 11 and 12 excluded (T7). Returns
+/// the markdown and whether every ratio is within [`FLOOR_TARGET`] (printed, not gated).
+///
+/// The numerator is the (c) instance run beside the floor with interleaved runs
+/// ([`substrate::C_WITH_N`]) when the boot has it, else (c)'s own column.
+pub fn floor_comparison(c: &Collected) -> (String, bool) {
+    let beside = c.cells.keys().any(|(s, _)| s == substrate::C_WITH_N);
+    let (num, label) = if beside {
+        (substrate::C_WITH_N, "(c) beside (n), interleaved")
+    } else {
+        (substrate::C, "(c)")
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| case | {label} | (n) floor | (c)/(n) | within 2× |\n|---|---|---|---|---|"
+    );
+    let mut all_within = true;
+    for &case in MATRIX_CASES {
+        let (x, n) = (c.cell(num, case), c.cell(substrate::N, case));
+        let ratio = match (x.median(), n.median()) {
+            (Some(mx), Some(mn)) if mn > 0.0 => Some(mx / mn),
+            _ => None,
+        };
+        let verdict = if NOISE_CASES.contains(&case) {
+            "excluded (T7)".to_string()
+        } else {
+            match ratio {
+                Some(r) if r <= FLOOR_TARGET => "yes".into(),
+                Some(_) => {
+                    all_within = false;
+                    "NO".into()
+                }
+                None => "no ratio".into(),
+            }
+        };
+        let _ = writeln!(
+            s,
+            "| {case} {} | {} | {} | {} | {verdict} |",
+            usbtest::case_name(case),
+            x.render(),
+            n.render(),
+            fmt_ratio(ratio)
+        );
+    }
+    (s, all_within)
+}
+
+/// The throughput table: our substrates (median (min–max) of the runs) and the reference figures
+/// of real-kernel-bench.md; `None` when no substrate was measured.
+pub fn throughput_table(c: &Collected) -> Option<String> {
+    if c.throughput.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    s.push_str(
+        "| substrate | bulk IN MB/s | bulk OUT MB/s | control round trips/s |\n|---|---|---|---|\n",
+    );
+    let ordered = COLUMNS
+        .iter()
+        .map(|(sub, label)| (sub.to_string(), label.to_string()))
+        .chain(
+            c.throughput
+                .keys()
+                .filter(|k| !COLUMNS.iter().any(|(s, _)| s == k))
+                .map(|k| (k.clone(), format!("({k})"))),
+        );
+    for (sub, label) in ordered {
+        let Some(t) = c.throughput.get(&sub) else {
+            continue;
+        };
+        if let Some(e) = &t.error {
+            let _ = writeln!(s, "| {label} | failed: {e} | | |");
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | {} |",
+            Spread::render(t.bulk_in, 1),
+            Spread::render(t.bulk_out, 1),
+            Spread::render(t.control, 0)
+        );
+    }
+    for (what, mb_in, mb_out) in THROUGHPUT_REFERENCE {
+        let _ = writeln!(s, "| reference: {what} | {mb_in:.1} | {mb_out:.1} | — |");
+    }
+    Some(s)
+}
+
+/// Issue 5's bulk target, printed: (c)'s MB/s against (a) of the same run (another boot) and
+/// against the userspace USB/IP peer of real-kernel-bench.md.
+pub fn throughput_targets(c: &Collected) -> Vec<String> {
+    let median = |sub: &str, f: fn(&Throughput) -> Option<Spread>| {
+        c.throughput.get(sub).and_then(f).map(|s| s.median)
+    };
+    let mut out = Vec::new();
+    let peer = THROUGHPUT_REFERENCE[1];
+    for (dir, f, peer_mb) in [
+        (
+            "IN",
+            (|t: &Throughput| t.bulk_in) as fn(&Throughput) -> Option<Spread>,
+            peer.1,
+        ),
+        ("OUT", |t: &Throughput| t.bulk_out, peer.2),
+    ] {
+        let Some(cm) = median(substrate::C, f) else {
+            continue;
+        };
+        let vs_a = match median(substrate::A, f) {
+            Some(a) if cm >= a => format!("≥ (a) {a:.1}: yes"),
+            Some(a) => format!("≥ (a) {a:.1}: NO"),
+            None => "(a) not measured".into(),
+        };
+        let vs_peer = if cm >= peer_mb {
+            format!("≥ the USB/IP peer's {peer_mb:.0}: yes")
+        } else {
+            format!("≥ the USB/IP peer's {peer_mb:.0}: NO")
+        };
+        out.push(format!("(c) bulk {dir} {cm:.1} MB/s — {vs_a}; {vs_peer}"));
+    }
+    out
 }
 
 /// Script differences between two substrates, when both ran the script.
@@ -717,6 +945,87 @@ mod tests {
         let (md, ok) = usbip_script_sections(&c2);
         assert!(!ok, "{md}");
         assert!(md.contains("### Scripted host, (b′) against (c): 2 steps, 1 differences"));
+    }
+
+    /// Issue 5 / contract P5: (c) is reported as a ratio of the null-device floor of the same
+    /// boot; 11 and 12 are left out (T7); the 2× target is printed, not gated.
+    #[test]
+    fn p5_floor_ratios_per_case() {
+        let c = collected(&[
+            ("c", 1, vec![RunOutcome::Pass(0.09); 3]),
+            ("n", 1, vec![RunOutcome::Pass(0.05); 3]),
+            ("c", 9, vec![RunOutcome::Pass(1.2); 3]),
+            ("n", 9, vec![RunOutcome::Pass(0.4); 3]),
+            ("c", 11, vec![RunOutcome::Pass(1.3); 3]),
+            ("n", 11, vec![RunOutcome::Pass(0.1); 3]),
+        ]);
+        let (t, within) = floor_comparison(&c);
+        let row = |case: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {case} ")))
+                .unwrap()
+                .to_string()
+        };
+        assert!(row("1").contains("| 1.80× | yes |"), "{t}");
+        assert!(row("9").contains("| 3.00× | NO |"), "{t}");
+        assert!(row("11").contains("excluded (T7)"), "{t}");
+        assert!(row("2").contains("no ratio"), "{t}");
+        assert!(!within);
+        // the (c) instance run beside the floor, when present, is the numerator
+        let mut beside = collected(&[
+            ("c", 1, vec![RunOutcome::Pass(0.5); 3]),
+            ("c+n", 1, vec![RunOutcome::Pass(0.06); 3]),
+            ("n", 1, vec![RunOutcome::Pass(0.05); 3]),
+        ]);
+        let (t2, _) = floor_comparison(&beside);
+        assert!(t2.contains("(c) beside (n), interleaved"), "{t2}");
+        assert!(t2.contains("| 1.20× | yes |"), "{t2}");
+        beside.cells.retain(|(s, _), _| s != "c+n");
+        assert!(floor_comparison(&beside).0.contains("| 10.00× | NO |"));
+        // the floor is a column of the main table
+        assert!(table(&c)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("(n) null device"));
+    }
+
+    /// Issue 5: MB/s and control round trips/s per substrate, median (min–max), with the
+    /// reference figures; a failed measurement says so; the first record of a substrate wins.
+    #[test]
+    fn throughput_table_medians_and_references() {
+        let mut c = Collected::default();
+        let rec = |sub: &str, mb: f64, error: Option<String>| Record::Throughput {
+            substrate: sub.into(),
+            transfer_bytes: 65536,
+            transfers_per_run: 64,
+            controls_per_run: 200,
+            bulk_in_mbps: vec![mb, mb * 2.0, mb / 2.0],
+            bulk_out_mbps: vec![mb; 3],
+            control_per_s: vec![1000.0, 3000.0, 2000.0],
+            error,
+        };
+        c.add(&[
+            rec("a", 80.0, None),
+            rec("c", 60.0, None),
+            rec("c", 1.0, None),
+            rec("n", 0.0, Some("bulk IN: EPIPE".into())),
+        ]);
+        let t = throughput_table(&c).unwrap();
+        assert!(
+            t.contains("| (c) our engine over USB/IP | 60.0 (30.0–120.0) | 60.0 (60.0–60.0) | 2000 (1000–3000) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| (n) null device over vhci (floor) | failed: bulk IN: EPIPE"),
+            "{t}"
+        );
+        assert!(t.contains("reference: userspace USB/IP peer"), "{t}");
+        let targets = throughput_targets(&c);
+        assert_eq!(targets.len(), 2, "{targets:?}");
+        assert!(targets[0].contains("≥ (a) 80.0: NO"), "{targets:?}");
+        assert!(targets[0].contains("peer's 53: yes"), "{targets:?}");
+        assert_eq!(throughput_table(&Collected::default()), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`sysfs`]: finding enumerated devices and what the kernel reports about them.
 //! - [`input`]: reading key events from evdev and turning them back into text.
 //! - [`scenario`]: what one boot runs, selected by `rgbench.*` words on the kernel command line.
+//! - [`throughput`]: bulk MB/s and control round trips/s through usbfs, and the null-device floor.
 //! - [`record`]: the JSON lines written to the result channel.
 //! - [`usbip_proof`]: the scripted host on (c) against (b′), and the stock `usbip attach` of a
 //!   device exported from outside the guest (issue 5 item 5).
@@ -22,6 +23,7 @@ pub mod record;
 pub mod scenario;
 pub mod script;
 pub mod sysfs;
+pub mod throughput;
 pub mod usbfs;
 pub mod usbip_proof;
 pub mod usbtest;

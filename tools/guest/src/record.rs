@@ -26,6 +26,12 @@ pub mod substrate {
     /// raw_gadget.ko on dummy_udc.0 driven by the C Gadget Zero (tests/c): the C raw-gadget
     /// program our Rust Gadget Zero (b) is measured against, in the same boot.
     pub const B_C: &str = "b-c";
+    /// The null-device floor: `rawgadget null --usbip-attach`, every URB answered inline with no
+    /// engine and no client (contract P5), in the same boot as (c).
+    pub const N: &str = "n";
+    /// A second instance of (c), attached beside the floor and measured with its runs
+    /// interleaved with (n)'s: the numerator of the floor ratios (not a column of the table).
+    pub const C_WITH_N: &str = "c+n";
 }
 
 /// The outcome of one usbtest run.
@@ -63,6 +69,19 @@ pub enum Record {
     },
     /// One step of the scripted host.
     HostStep(HostStep),
+    /// Bulk MB/s and control round trips/s of one substrate through usbfs
+    /// (`throughput::measure`), one figure per run; `error` when the measurement failed.
+    Throughput {
+        substrate: String,
+        transfer_bytes: u32,
+        transfers_per_run: u32,
+        controls_per_run: u32,
+        bulk_in_mbps: Vec<f64>,
+        bulk_out_mbps: Vec<f64>,
+        control_per_s: Vec<f64>,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// A named check with its verdict (keyboard text, sysfs descriptors, ...).
     Check {
         name: String,

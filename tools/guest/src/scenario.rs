@@ -283,7 +283,7 @@ const DEVICE_LOST: &[&str] = &["ENODEV", "ENOENT", "ESHUTDOWN"];
 
 /// One usbtest ioctl in its own thread, so that a hang (usbtest waits without a timeout in some
 /// cases, e.g. 10) can be noticed. `Err(rx)` when it did not return in time.
-fn run_case_watched(
+pub(crate) fn run_case_watched(
     devnode: &Path,
     params: usbtest::CaseParams,
     timeout: Duration,
@@ -578,6 +578,7 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
             }
         }
     }
+    crate::throughput::dummy_substrates(p, rep);
     Ok(failed)
 }
 
@@ -641,13 +642,9 @@ pub(crate) fn load_vudc() -> Result<()> {
 /// (a′) or (b′): one substrate per boot, never detached (O3).
 /// (c): our engine behind vhci-hcd, attached by the CLI itself (`--usbip-attach`), no kernel UDC.
 fn usbtest_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
-    gadget::modprobe("usbip-core", &[])?;
-    gadget::modprobe("vhci-hcd", &[])?;
+    load_vhci()?;
     gadget::modprobe("usbtest", &["pattern=1"])?;
-    gadget::wait_path(
-        Path::new("/sys/devices/platform/vhci_hcd.0/attach"),
-        Duration::from_secs(10),
-    )?;
+    crate::throughput::usbip_floor(p, rep);
     let sub = substrate::C;
     let m = Matrix {
         rep,
