@@ -1331,3 +1331,45 @@ fn concurrent_callers_on_several_readers_get_their_own_answers() {
         assert_eq!(rig.stats().in_flight, 0);
     }
 }
+
+/// Issue 6 "Performance", both paths: a control IN request as enumeration does it (a blocked
+/// EVENT_FETCH answered by the host's SETUP from the host's thread, then EP0_WRITE) gives the
+/// host its data.
+#[test]
+fn control_in_through_a_blocked_fetch_on_both_paths() {
+    for fast_path in [true, false] {
+        let rig = Rig::with(ServeConfig {
+            fast_path,
+            ..ServeConfig::default()
+        });
+        let c = rig.client();
+        c.init("dummy_udc.0").unwrap();
+        c.run().unwrap();
+        let (_, bus) = rig.host.attached(0);
+        while bus.lock().instance().queued_events() > 0 {
+            assert_eq!(c.fetch(8).0, Ok(0));
+        }
+        for round in 0..3u8 {
+            let fetcher = {
+                let c = c.clone();
+                thread::spawn(move || c.fetch(8))
+            };
+            rig.wait_blocked(1);
+            let setup = [0x80, 6, 0, 1, 0, 0, 18, 0];
+            let urb = bus.with(|b| b.submit(Urb::control(setup, &[0; 18])));
+            let (r, h, data) = fetcher.join().unwrap();
+            assert_eq!(
+                (r, h.type_, data),
+                (Ok(0), event_type::USB_RAW_EVENT_CONTROL, setup.to_vec()),
+                "fast_path {fast_path} round {round}"
+            );
+            let desc: Vec<u8> = (0..18).map(|i| i + round).collect();
+            let (_, w) = c.io(USB_RAW_IOCTL_EP0_WRITE, 0, 18, &desc);
+            assert_eq!(w.ret, Ok(18));
+            let done = bus
+                .with(|b| b.take_urb_completion(urb))
+                .expect("the control URB is given back");
+            assert_eq!(&done.buffer[..done.actual_length as usize], &desc[..]);
+        }
+    }
+}

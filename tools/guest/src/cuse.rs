@@ -337,6 +337,79 @@ fn wakeup_floor(rep: &Reporter) {
     }
 }
 
+/// Where the time of a CUSE round goes: the latency probe again with the daemon's threads and
+/// the probe on one CPU (busybox `taskset`), so that no wakeup crosses CPUs. A diagnostic:
+/// nothing is pinned in normal use.
+fn pinned_latency(rep: &Reporter, serve_pid: u32) {
+    let pin = |tid: &str| {
+        Command::new("taskset")
+            .args(["-p", "1", tid])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{serve_pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tids.is_empty() || !tids.iter().all(|t| pin(t)) {
+        note(
+            rep,
+            "pinned latency: cannot pin the daemon's threads (taskset)",
+        );
+        return;
+    }
+    match run_client(
+        "taskset",
+        &["1", &client("ioctl_latency"), "-i", "2000"],
+        Duration::from_secs(120),
+    ) {
+        Ok((_, out)) => {
+            for (k, ns) in latency_lines(&out) {
+                check(
+                    rep,
+                    &format!("latency rawgadget serve, all on CPU 0 {k}"),
+                    true,
+                    format!("{ns:.0} ns per call (one run of 2000; diagnostic)"),
+                );
+            }
+        }
+        Err(e) => note(rep, format!("pinned latency: {e:#}")),
+    }
+}
+
+/// Waits until vhci-hcd has no device left (a stopped daemon's devices are gone), then a
+/// moment more: a device attached to a port vhci's hub has not yet seen empty is never
+/// enumerated ("vhci_device speed not set", no URB at all).
+fn wait_vhci_idle() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = || {
+        std::fs::read_dir("/sys/devices/platform/vhci_hcd.0")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("usb"))
+            .any(|hub| {
+                std::fs::read_dir(hub.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|d| {
+                        let n = d.file_name().to_string_lossy().into_owned();
+                        n.contains('-') && !n.contains(':')
+                    })
+            })
+    };
+    while busy() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 /// Starts `rawgadget serve` with `args` and waits for its node.
 fn start_serve(p: &Params, args: &[&str]) -> Result<GadgetProcess> {
     let mut all = vec!["serve".to_string()];
@@ -424,8 +497,10 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
             failed += 1;
         }
 
-        // (3b) latency on serve.
+        // (3b) latency on serve; then once with everything on one CPU (a diagnostic)
         latency(rep, "rawgadget serve", p.runs);
+        serve.check_alive()?;
+        pinned_latency(rep, serve.pid());
         serve.check_alive()?;
         Ok(failed)
     })();
@@ -440,6 +515,7 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
     }
 
     // (d-slow) the retry protocol only: the same C Gadget Zero and latency probe.
+    wait_vhci_idle();
     let r = start_serve(p, &["--no-fast-path"]).and_then(|mut serve| {
         let r = c_gadget_zero(p, rep, D_SLOW, "rawgadget serve --no-fast-path");
         let passes = every_case_passes(rep, D_SLOW, &r);
