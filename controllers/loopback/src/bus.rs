@@ -81,6 +81,14 @@ impl Bus {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.udc.poll_timeout()
     }
+    /// Results of blocked operations not yet taken.
+    pub fn completions_queued(&self) -> usize {
+        self.client_done.len()
+    }
+    /// URBs given back and not yet taken.
+    pub fn urb_completions_queued(&self) -> usize {
+        self.urbs_done.len()
+    }
     /// Number of controller callbacks delivered to the engine so far.
     pub fn gadget_events_delivered(&self) -> u64 {
         self.gadget_events

@@ -31,4 +31,4 @@ pub use host::{
     setup, Host, HostConfig, HostError, HostEvent, Recording, TransferRecord, UrbResult,
 };
 pub use port::{Device, HostPort, Idle, PortAction, Stepped, Threaded};
-pub use shared::{BusGuard, InlineStep, InlineStepId, SharedBus};
+pub use shared::{BusGuard, InlineStep, InlineStepId, OpHook, SharedBus};

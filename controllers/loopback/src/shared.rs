@@ -9,7 +9,16 @@
 //!   it off the bus under the lock, puts it in the waiter's slot and unparks that thread only,
 //!   which then returns without touching the bus lock again;
 //! - a waiter for anything else ([`SharedBus::wait_for`]) is woken by every change and
-//!   re-checks its condition under the lock.
+//!   re-checks its condition under the lock;
+//! - a *completion hook* ([`SharedBus::on_op_complete`]) is no thread at all: the thread
+//!   whose change completes the operation runs it, right after it releases the lock. A
+//!   front-end that answers a blocked call by writing somewhere (a CUSE reply) saves the
+//!   thread switch a waiting thread would cost.
+//!
+//! [`SharedBus::client_quiet`] runs a client operation and wakes the `wait_for` waiters only
+//! when a host can see a difference (a URB given back, a result queued, the port, the
+//! instance's state, the controller's next timeout): most ioctls change nothing a host
+//! waits for, and waking its threads for each of them costs a switch per ioctl.
 //!
 //! Before parking, a waiter spins for a while on its slot: when the other side is running on
 //! another core, its answer usually comes within a few microseconds, much sooner than a
@@ -47,6 +56,10 @@ use crate::port::Device;
 
 /// A device step run by the host's waits; returns whether it did anything.
 pub type InlineStep = Box<dyn FnMut() -> bool + Send>;
+
+/// A completion hook ([`SharedBus::on_op_complete`]): gets the operation's result in the
+/// thread that completed it, without the bus lock.
+pub type OpHook = Box<dyn FnOnce(OpResult) + Send>;
 
 /// Names an inline step for [`SharedBus::remove_inline_step`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -90,7 +103,13 @@ enum Key {
 
 struct Waiter {
     key: Key,
-    slot: Arc<Slot>,
+    wake: Wake,
+}
+
+/// How a waiter learns of its result: a parked thread, or a hook run by the completer.
+enum Wake {
+    Thread(Arc<Slot>),
+    Hook(OpHook),
 }
 
 /// Where a waiter's wakeup (and, for keyed waits, its result) is left.
@@ -222,36 +241,104 @@ impl SharedBus {
 
     /// After a change: bump the generation, hand finished results to their waiters and wake
     /// them (after unlocking, so that they do not wake into a held lock).
-    fn changed(&self, mut inner: MutexGuard<'_, Inner>) {
+    fn changed(&self, inner: MutexGuard<'_, Inner>) {
         self.generation.fetch_add(1, Ordering::Relaxed);
+        self.deliver(inner, true);
+    }
+
+    /// Hands finished results to their keyed waiters and hooks, and wakes the `Key::Any`
+    /// waiters when `wake_any`; unparks and runs hooks after unlocking.
+    fn deliver(&self, mut inner: MutexGuard<'_, Inner>, wake_any: bool) {
         if inner.waiters.is_empty() {
             return;
         }
         let mut woken: Vec<Arc<Slot>> = Vec::new();
+        let mut hooks: Vec<(OpHook, OpResult)> = Vec::new();
         let Inner { bus, waiters } = &mut *inner;
-        waiters.retain(|w| {
+        let mut i = 0;
+        while i < waiters.len() {
+            let w = &waiters[i];
             let value = match w.key {
                 Key::Op(op) => match bus.take_completion(op) {
                     Some(r) => Some(Delivered::Op(r)),
-                    None => return true,
+                    None => {
+                        i += 1;
+                        continue;
+                    }
                 },
                 Key::Urb(id) => match bus.take_urb_completion(id) {
                     Some(c) => Some(Delivered::Urb(c)),
-                    None => return true,
+                    None => {
+                        i += 1;
+                        continue;
+                    }
                 },
-                Key::Any => None,
+                Key::Any if wake_any => None,
+                Key::Any => {
+                    i += 1;
+                    continue;
+                }
             };
-            if value.is_some() {
-                *w.slot.value.lock().unwrap_or_else(|e| e.into_inner()) = value;
+            // order among waiters does not matter: each has its own key
+            let w = waiters.swap_remove(i);
+            match (w.wake, value) {
+                (Wake::Hook(hook), Some(Delivered::Op(r))) => hooks.push((hook, r)),
+                (Wake::Hook(_), _) => unreachable!("hooks are registered for ops only"),
+                (Wake::Thread(slot), value) => {
+                    if value.is_some() {
+                        *slot.value.lock().unwrap_or_else(|e| e.into_inner()) = value;
+                    }
+                    slot.ready.store(true, Ordering::Release);
+                    woken.push(slot);
+                }
             }
-            w.slot.ready.store(true, Ordering::Release);
-            woken.push(w.slot.clone());
-            false
-        });
+        }
         drop(inner);
         for slot in woken {
             slot.thread.unpark();
         }
+        for (hook, r) in hooks {
+            hook(r);
+        }
+    }
+
+    /// Calls `hook` with the result of blocked client operation `op` once it completes: at
+    /// once, in this thread, if it already has; otherwise in the thread whose change
+    /// completes it (a host's URB, a cancel, a close), right after that thread releases the
+    /// bus lock. The hook must not wait for the bus; it may lock it.
+    pub fn on_op_complete(&self, op: OpId, hook: OpHook) {
+        let mut inner = self.lock_inner();
+        if let Some(r) = inner.bus.take_completion(op) {
+            drop(inner);
+            hook(r);
+            return;
+        }
+        inner.waiters.push(Waiter {
+            key: Key::Op(op),
+            wake: Wake::Hook(hook),
+        });
+    }
+
+    /// Runs one client operation, like `with(|b| b.client(op))`, and then `on_pending` under
+    /// the same lock if it blocked (to record it before anyone can complete it). Results
+    /// are delivered to keyed waiters and hooks as always, but `wait_for` waiters are woken
+    /// only if a host could see a difference: a URB given back, a client result queued, the
+    /// port status, the instance's state, the controller's next timeout. Changes inside the
+    /// instance that no host sees (an endpoint's flags, an event fetched) wake nobody; a
+    /// `wait_for` condition on such state must use [`SharedBus::with`].
+    pub fn client_quiet(&self, op: ClientOp, on_pending: impl FnOnce(OpId)) -> Outcome {
+        let mut inner = self.lock_inner();
+        let before = HostView::of(&inner.bus);
+        let out = inner.bus.client(op);
+        if let Outcome::Pending(id) = out {
+            on_pending(id);
+        }
+        let visible = HostView::of(&inner.bus) != before;
+        if visible {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        self.deliver(inner, visible);
+        out
     }
 
     fn register(inner: &mut Inner, key: Key) -> Arc<Slot> {
@@ -262,13 +349,15 @@ impl SharedBus {
         });
         inner.waiters.push(Waiter {
             key,
-            slot: slot.clone(),
+            wake: Wake::Thread(slot.clone()),
         });
         slot
     }
 
     fn deregister(inner: &mut Inner, slot: &Arc<Slot>) {
-        inner.waiters.retain(|w| !Arc::ptr_eq(&w.slot, slot));
+        inner
+            .waiters
+            .retain(|w| !matches!(&w.wake, Wake::Thread(s) if Arc::ptr_eq(s, slot)));
     }
 
     /// Spins (adaptively), then parks until `slot` is ready, `interrupted` holds or the
@@ -619,6 +708,32 @@ impl SharedBus {
     }
 }
 
+/// What a host, or a thread waiting on its behalf, can observe of the bus: if a client
+/// operation leaves this unchanged, no `wait_for` waiter needs to look
+/// ([`SharedBus::client_quiet`]).
+#[derive(PartialEq, Eq)]
+struct HostView {
+    urbs_done: usize,
+    client_done: usize,
+    port: rawgadget_udc::PortStatus,
+    state: rawgadget_engine::State,
+    bound: bool,
+    timeout: Option<rawgadget_udc::Instant>,
+}
+
+impl HostView {
+    fn of(bus: &Bus) -> HostView {
+        HostView {
+            urbs_done: bus.urb_completions_queued(),
+            client_done: bus.completions_queued(),
+            port: bus.port_status(),
+            state: bus.instance().state(),
+            bound: bus.controller().is_bound(),
+            timeout: bus.poll_timeout(),
+        }
+    }
+}
+
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -771,6 +886,107 @@ mod tests {
         let c = shared.wait_urb(urb, LONG).expect("given back");
         assert_eq!(c.data(), &[9; 64][..]);
         assert_eq!(shared.wait_op(id, None, &|| false).unwrap().ret, Ok(64));
+    }
+
+    /// A completion hook runs in the thread whose change completes the operation (here the
+    /// host's submit), after the lock is released, with the operation's result; one
+    /// registered after completion runs at once in the registering thread.
+    #[test]
+    fn hook_runs_in_the_completing_thread() {
+        let shared = running();
+        let id = pending(&shared, write_op(vec![5; 512]));
+        let got = Arc::new(Mutex::new(None));
+        {
+            let (got, shared2) = (got.clone(), shared.clone());
+            shared.on_op_complete(
+                id,
+                Box::new(move |r| {
+                    // the lock is free: a hook may look at the bus
+                    let _ = shared2.generation();
+                    drop(shared2.lock());
+                    *got.lock().unwrap() = Some((r.ret, thread::current().id()));
+                }),
+            );
+        }
+        assert_eq!(*got.lock().unwrap(), None, "not complete yet");
+        let host = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let urb = shared.with(|b| b.submit(Urb::bulk(0x81, vec![0; 512])));
+                (
+                    shared.wait_urb(urb, LONG).map(|c| c.data().len()),
+                    thread::current().id(),
+                )
+            })
+        };
+        let (len, host_thread) = host.join().unwrap();
+        assert_eq!(len, Some(512));
+        assert_eq!(*got.lock().unwrap(), Some((Ok(512), host_thread)));
+        assert_eq!(shared.waiters(), 0);
+        // already complete: runs at once, here
+        let id = pending(&shared, write_op(vec![6; 512]));
+        let _urb = shared.with(|b| b.submit(Urb::bulk(0x81, vec![0; 512])));
+        let here = Arc::new(Mutex::new(None));
+        let h = here.clone();
+        shared.on_op_complete(id, Box::new(move |r| *h.lock().unwrap() = Some(r.ret)));
+        assert_eq!(*here.lock().unwrap(), Some(Ok(512)));
+    }
+
+    /// contract D31 through a hook: a cancel (a signal) ends the operation with EINTR and the
+    /// hook gets it in the cancelling thread.
+    #[test]
+    fn d31_cancel_runs_the_hook_with_eintr() {
+        let shared = running();
+        let id = pending(&shared, write_op(vec![1; 512]));
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        shared.on_op_complete(id, Box::new(move |r| *g.lock().unwrap() = Some(r.ret)));
+        shared.with(|b| b.cancel(id));
+        assert_eq!(*got.lock().unwrap(), Some(Err(Errno::EINTR)));
+    }
+
+    /// `client_quiet` wakes a `wait_for` waiter only when a host can see a difference: an
+    /// ioctl refused with an errno does not wake it, one that gives a URB back does; a
+    /// blocked op is recorded by `on_pending` before anyone can complete it.
+    #[test]
+    fn client_quiet_wakes_waiters_only_for_host_visible_changes() {
+        let shared = running();
+        let urb = shared.with(|b| b.submit(Urb::bulk(0x81, vec![0; 64])));
+        let wakeups = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (shared, wakeups) = (shared.clone(), wakeups.clone());
+            thread::spawn(move || {
+                shared.wait_for(LONG, |b| {
+                    wakeups.fetch_add(1, Ordering::SeqCst);
+                    b.take_urb_completion(urb)
+                })
+            })
+        };
+        shared.until_waiters(1);
+        let gen = shared.generation();
+        let checks = wakeups.load(Ordering::SeqCst);
+        // EP_DISABLE of a handle that does not exist: EINVAL, nothing a host sees
+        let r = shared.client_quiet(ClientOp::EpDisable { arg: 7 }, |_| panic!("blocked"));
+        assert!(matches!(r, Outcome::Done(OpResult { ret: Err(_), .. })));
+        assert_eq!(shared.generation(), gen);
+        assert_eq!(shared.waiters(), 1, "still parked");
+        assert_eq!(wakeups.load(Ordering::SeqCst), checks);
+        // a write that completes the host's URB wakes it
+        let mut recorded = None;
+        let r = shared.client_quiet(write_op(vec![4; 64]), |id| recorded = Some(id));
+        let c = waiter.join().unwrap().expect("woken");
+        assert_eq!(c.data(), &[4; 64][..]);
+        assert!(shared.generation() > gen);
+        match r {
+            Outcome::Done(r) => assert_eq!(r.ret, Ok(64)),
+            Outcome::Pending(id) => {
+                assert_eq!(recorded, Some(id));
+                assert_eq!(
+                    shared.wait_op(id, Some(LONG), &|| false).map(|r| r.ret),
+                    Some(Ok(64))
+                );
+            }
+        }
     }
 
     /// A `wait_for` waiter is woken by any change and re-checks its condition.

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Always use the retry protocol (128 KiB per transfer), never the callers' memory.
     #[arg(long)]
     no_fast_path: bool,
+    /// Threads reading /dev/cuse at once: while one handles a request, the others take the
+    /// next ones (blocked calls never hold a reader).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    readers: u32,
     /// The CUSE channel.
     #[arg(long, default_value = rawgadget_cuse::CUSE_PATH)]
     cuse: PathBuf,
@@ -129,6 +133,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         devname: args.name.clone(),
         udcs: args.udcs,
         fast_path: !args.no_fast_path,
+        readers: args.readers as usize,
     };
     let server = Server::new(Arc::new(channel), Arc::new(ProcessVm), host, config);
 

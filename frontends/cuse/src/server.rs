@@ -4,17 +4,29 @@
 //!
 //! Threads:
 //!
-//! - **the reader** ([`Server::run`]) reads `/dev/cuse` with a [`READ_BUFFER_SIZE`] buffer
-//!   (contract C7) and handles each request at once: OPEN creates an instance, an ioctl round
-//!   is decoded and either answered, retried or run on the engine. An op that blocks
-//!   (EVENT_FETCH, transfers) is registered by its `unique` and the reader moves on: it never
-//!   waits for the host, so any number of calls can be blocked across threads and instances.
-//!   FUSE_INTERRUPT cancels the registered op (contract C8, C9), or is answered EAGAIN when its
-//!   request is unknown (never ENOSYS, which would switch interrupts off for good).
-//! - **one worker per instance**, started with the instance's first blocked op or its RUN. It
-//!   sleeps on the bus's condition variable, answers blocked ops as they complete (writing
-//!   results into the caller's memory on the fast path), attaches the device once RUN has
-//!   succeeded and detaches it after release.
+//! - **the readers** ([`Server::run`], [`ServeConfig::readers`] of them) read `/dev/cuse`
+//!   concurrently (the kernel hands each request to one reader), each with its own
+//!   [`READ_BUFFER_SIZE`] buffer (contract C7), and handle each request inline: OPEN creates
+//!   an instance, an ioctl round is decoded and either answered, retried or run on the
+//!   engine. An ioctl that does not block is answered by the reader that read it, with no
+//!   other thread involved. An op that blocks (EVENT_FETCH, transfers) is registered by its
+//!   `unique` with a completion hook on the instance's bus and the reader moves on: it never
+//!   waits for the host, so any number of calls can be blocked across threads and instances,
+//!   and while one reader runs an op the others keep reading. FUSE_INTERRUPT cancels the
+//!   registered op (contract C8, C9), or is answered EAGAIN when its request is unknown
+//!   (never ENOSYS, which would switch interrupts off for good); an interrupt read by one
+//!   reader before another has registered its op gets EAGAIN and comes back.
+//! - **no thread per blocked op**: the hook answers a blocked op in the thread that
+//!   completes it (the USB/IP reader that brought the host's URB, or a reader handling an
+//!   interrupt or a release), writing results into the caller's memory on the fast path.
+//! - **one worker per instance**, started by its RUN, only attaches the device to the host
+//!   (slow: sysfs, sockets) and detaches it after release. It sleeps on its own mailbox, so
+//!   ioctls never wake it.
+//!
+//! Per non-blocking ioctl that is one read and one write on `/dev/cuse` (plus one
+//! `process_vm_readv` / `process_vm_writev` on the fast path when the ioctl has an argument
+//! in memory), and the engine's lock; no thread wakes but the caller. A blocked transfer
+//! adds the host's side only: its completion writes the reply directly.
 //!
 //! Replies are whole messages, written by whichever thread has the result; the kernel matches
 //! them by `unique`. An op's reply is written by whoever removes it from the instance's
@@ -23,9 +35,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
 
 use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, State};
 use rawgadget_loopback::SharedBus;
@@ -80,6 +91,9 @@ pub struct ServeConfig {
     pub udcs: u32,
     /// Use the fast path (contract C11) when the caller's memory can be reached. Default on.
     pub fast_path: bool,
+    /// Threads reading `/dev/cuse` at once (at least 1). More than one lets requests of
+    /// other callers go on while one is being handled. Default 4.
+    pub readers: usize,
 }
 
 impl Default for ServeConfig {
@@ -88,6 +102,7 @@ impl Default for ServeConfig {
             devname: "raw-gadget".into(),
             udcs: 1,
             fast_path: true,
+            readers: 4,
         }
     }
 }
@@ -148,7 +163,7 @@ struct Target {
     pid: u32,
 }
 
-/// Commands for an instance's worker, set under the bus lock so the wakeup is never lost.
+/// Commands for an instance's worker (guarded by `Slot::mailbox`, signalled by `Slot::mail`).
 #[derive(Debug, Default)]
 struct Mailbox {
     attach: Option<u32>,
@@ -175,6 +190,7 @@ struct Slot {
     pending: Mutex<HashMap<OpId, Target>>,
     udc: Mutex<UdcName>,
     mailbox: Mutex<Mailbox>,
+    mail: Condvar,
     worker: AtomicBool,
 }
 
@@ -348,12 +364,39 @@ impl Server {
         Ok(out)
     }
 
-    /// The reader loop: handles requests until the connection ends (the channel reports
-    /// ENODEV or ECONNABORTED, or reads 0 bytes), which returns `Ok`.
+    /// The readers ([`ServeConfig::readers`], this thread one of them): handle requests until
+    /// the connection ends (the channel reports ENODEV or ECONNABORTED, or reads 0 bytes),
+    /// which returns `Ok` once every reader has stopped.
     ///
     /// # Errors
     /// Any other read error.
     pub fn run(&self) -> Result<(), ServeError> {
+        let extra = self.inner.config.readers.max(1) - 1;
+        let mut others = Vec::with_capacity(extra);
+        for i in 0..extra {
+            let me = self.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("cuse-reader{}", i + 1))
+                .spawn(move || me.read_loop());
+            match spawned {
+                Ok(t) => others.push(t),
+                // one reader is enough to serve, only slower
+                Err(e) => tracing::warn!("cannot start reader {}: {e}", i + 1),
+            }
+        }
+        let mine = self.read_loop();
+        for t in others {
+            match t.join() {
+                Ok(Err(e)) => tracing::warn!("a reader stopped: {e}"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::error!("a reader panicked"),
+            }
+        }
+        mine
+    }
+
+    /// One reader: handles requests until the connection ends.
+    fn read_loop(&self) -> Result<(), ServeError> {
         let mut buf = vec![0u8; READ_BUFFER_SIZE];
         loop {
             let n = match self.inner.channel.read_request(&mut buf) {
@@ -475,6 +518,7 @@ impl Inner {
             pending: Mutex::default(),
             udc: Mutex::default(),
             mailbox: Mutex::default(),
+            mail: Condvar::new(),
             worker: AtomicBool::new(false),
         });
         lock(&self.instances).insert(fh, slot);
@@ -503,11 +547,12 @@ impl Inner {
     }
 
     fn close_slot(self: &Arc<Self>, slot: &Arc<Slot>) {
-        // every op still blocked ends with ESHUTDOWN; the worker answers it
+        // every op still blocked ends with ESHUTDOWN; its hook answers it, here
         slot.bus().with(|b| b.close());
         lock(&self.claims).retain(|_, fh| *fh != slot.fh);
         if slot.worker.load(Ordering::SeqCst) {
-            slot.bus().with(|_| lock(&slot.mailbox).close = true);
+            lock(&slot.mailbox).close = true;
+            slot.mail.notify_one();
         } else {
             lock(&slot.device).detach();
         }
@@ -589,19 +634,21 @@ impl Inner {
             _ => {}
         }
         let bus = slot.bus();
-        let immediate = bus.with(|b| match b.client(op) {
-            Outcome::Done(r) => Some(r),
-            Outcome::Pending(id) => b.take_completion(id).or_else(|| {
-                // registered under the bus lock: its completion cannot be taken before
-                lock(&slot.pending).insert(id, target);
-                lock(&self.inflight).insert(target.unique, (slot.fh, id));
-                None
-            }),
+        // only what a host can see wakes the host's threads (SharedBus::client_quiet)
+        let outcome = bus.client_quiet(op, |id| {
+            // recorded under the bus lock, before anyone can complete or interrupt it
+            lock(&slot.pending).insert(id, target);
+            lock(&self.inflight).insert(target.unique, (slot.fh, id));
         });
-        let Some(r) = immediate else {
-            self.counters.blocked.fetch_add(1, Ordering::Relaxed);
-            self.ensure_worker(slot);
-            return;
+        let r = match outcome {
+            Outcome::Done(r) => r,
+            Outcome::Pending(id) => {
+                self.counters.blocked.fetch_add(1, Ordering::Relaxed);
+                // answered by whichever thread completes it (at once if it already has)
+                let (me, slot2) = (self.clone(), slot.clone());
+                bus.on_op_complete(id, Box::new(move |r| me.finish_pending(&slot2, id, r)));
+                return;
+            }
         };
         match ioctl {
             RawIoctl::Init if r.ret.is_ok() => {
@@ -722,13 +769,8 @@ impl Inner {
             self.send(reply_error(h.unique, Errno::EAGAIN));
             return;
         };
-        let r = slot.bus().with(|b| {
-            b.cancel(id);
-            b.take_completion(id)
-        });
-        if let Some(r) = r {
-            self.finish_pending(&slot, id, r);
-        }
+        // the op's hook answers it (here, once the lock is free) if the cancel ended it
+        slot.bus().with(|b| b.cancel(id));
     }
 
     // ----------------------------------------------------------------------------------------
@@ -736,18 +778,19 @@ impl Inner {
 
     fn post(self: &Arc<Self>, slot: &Arc<Slot>, f: impl FnOnce(&mut Mailbox)) {
         self.ensure_worker(slot);
-        slot.bus().with(|_| f(&mut lock(&slot.mailbox)));
+        f(&mut lock(&slot.mailbox));
+        slot.mail.notify_one();
     }
 
     fn ensure_worker(self: &Arc<Self>, slot: &Arc<Slot>) {
         if slot.worker.swap(true, Ordering::SeqCst) {
             return;
         }
-        let (me, slot2) = (self.clone(), slot.clone());
+        let slot2 = slot.clone();
         let spawned = thread::Builder::new()
             .name(format!("cuse-fh{}", slot.fh))
             .stack_size(256 * 1024)
-            .spawn(move || worker(me, slot2));
+            .spawn(move || worker(slot2));
         if let Err(e) = spawned {
             tracing::error!("cannot start the worker of fh {}: {e}", slot.fh);
             slot.worker.store(false, Ordering::SeqCst);
@@ -755,26 +798,17 @@ impl Inner {
     }
 }
 
-fn worker(inner: Arc<Inner>, slot: Arc<Slot>) {
+fn worker(slot: Arc<Slot>) {
     let span = tracing::debug_span!("instance", fh = slot.fh);
     let _g = span.enter();
-    let bus = slot.bus();
     loop {
-        let Some((done, attach, close)) = bus.wait_for(Duration::MAX, |b| {
-            let mut done = Vec::new();
-            while let Some(c) = b.poll_completion() {
-                done.push(c);
-            }
+        let (attach, close) = {
             let mut m = lock(&slot.mailbox);
-            let attach = m.attach.take();
-            let close = m.close;
-            (!done.is_empty() || attach.is_some() || close).then_some((done, attach, close))
-        }) else {
-            continue;
+            while m.attach.is_none() && !m.close {
+                m = slot.mail.wait(m).unwrap_or_else(|e| e.into_inner());
+            }
+            (m.attach.take(), m.close)
         };
-        for c in done {
-            inner.finish_pending(&slot, c.op, c.result);
-        }
         if let (Some(udc), false) = (attach, close) {
             match lock(&slot.device).attach(udc) {
                 Ok(text) => tracing::info!(fh = slot.fh, "dummy_udc.{udc}: {text}"),

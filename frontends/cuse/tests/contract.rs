@@ -1235,3 +1235,141 @@ fn garbage_requests_are_answered_or_dropped() {
     let c = rig.client();
     assert_eq!(c.init("dummy_udc.0"), Ok(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Performance paths: several readers, answers from the completing thread
+
+/// Issue 6 "Performance": a blocked transfer is answered by the thread whose change completes
+/// it (a completion hook on the bus, no worker thread in between): the reply is in the fake
+/// kernel before the host's `with` returns.
+#[test]
+fn blocked_transfer_is_answered_by_the_completing_thread() {
+    for fast_path in [true, false] {
+        let rig = Rig::with(ServeConfig {
+            fast_path,
+            ..ServeConfig::default()
+        });
+        let c = rig.client();
+        let (h, bus) = c.running_with_bulk_out(&rig.host, 0);
+        let mut hdr = UsbRawEpIo {
+            ep: h,
+            flags: 0,
+            length: 64,
+        }
+        .to_bytes()
+        .to_vec();
+        hdr.resize(72, 0);
+        let a = c.put(&hdr);
+        let blocked = c.spawn(USB_RAW_IOCTL_EP_READ, a);
+        rig.wait_blocked(1);
+        bus.with(|b| b.submit(Urb::bulk(0x02, vec![0x3c; 64])));
+        // synchronous: no other thread had to run for the reply to be written
+        assert_eq!(rig.stats().in_flight, 0, "fast_path {fast_path}");
+        assert_eq!(blocked.join().ret, Ok(64));
+        assert_eq!(c.get(a + 8, 64), vec![0x3c; 64]);
+    }
+}
+
+/// Issue 6 "Performance": with one reader or several, many callers issuing non-blocking
+/// ioctls at once on several instances each get their own answer (results written into the
+/// right caller's memory), while other calls stay blocked.
+#[test]
+fn concurrent_callers_on_several_readers_get_their_own_answers() {
+    for readers in [1, 4] {
+        let rig = Rig::with(ServeConfig {
+            udcs: 4,
+            readers,
+            ..ServeConfig::default()
+        });
+        let mut threads = Vec::new();
+        let mut blocked = Vec::new();
+        for i in 0..4 {
+            let c = rig.client();
+            c.init(&format!("dummy_udc.{i}")).unwrap();
+            c.run().unwrap();
+            let (_, bus) = rig.host.attached(i);
+            while bus.lock().instance().queued_events() > 0 {
+                assert_eq!(c.fetch(8).0, Ok(0));
+            }
+            let fetch = c.put(
+                &UsbRawEvent {
+                    type_: 0,
+                    length: 8,
+                }
+                .to_bytes(),
+            );
+            blocked.push(c.spawn(USB_RAW_IOCTL_EVENT_FETCH, fetch));
+            for t in 0..2u32 {
+                let c = Client {
+                    c: Caller::new(1000 + 10 * i as u32 + t),
+                    ..c.clone()
+                };
+                threads.push(thread::spawn(move || {
+                    for n in 0..100u32 {
+                        let (r, info) = c.eps_info();
+                        assert_eq!(r, Ok(24));
+                        assert_eq!(
+                            info.eps[0].name_bytes(),
+                            dummy_udc::ENDPOINTS[0].0.as_bytes()
+                        );
+                        assert_eq!(c.ioctl(USB_RAW_IOCTL_VBUS_DRAW, u64::from(n)).ret, Ok(0));
+                        // EP0_READ with no SETUP pending: EBUSY after the header checks
+                        let (_, r) = c.io(USB_RAW_IOCTL_EP0_READ, 0, 16, &[]);
+                        assert_eq!(r.ret, Err(Errno::EBUSY));
+                    }
+                }));
+            }
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        rig.wait_blocked(4);
+        for b in blocked {
+            rig.k.interrupt(b.unique());
+            assert_eq!(b.join().ret, Err(Errno::EINTR));
+        }
+        assert_eq!(rig.stats().in_flight, 0);
+    }
+}
+
+/// Issue 6 "Performance", both paths: a control IN request as enumeration does it (a blocked
+/// EVENT_FETCH answered by the host's SETUP from the host's thread, then EP0_WRITE) gives the
+/// host its data.
+#[test]
+fn control_in_through_a_blocked_fetch_on_both_paths() {
+    for fast_path in [true, false] {
+        let rig = Rig::with(ServeConfig {
+            fast_path,
+            ..ServeConfig::default()
+        });
+        let c = rig.client();
+        c.init("dummy_udc.0").unwrap();
+        c.run().unwrap();
+        let (_, bus) = rig.host.attached(0);
+        while bus.lock().instance().queued_events() > 0 {
+            assert_eq!(c.fetch(8).0, Ok(0));
+        }
+        for round in 0..3u8 {
+            let fetcher = {
+                let c = c.clone();
+                thread::spawn(move || c.fetch(8))
+            };
+            rig.wait_blocked(1);
+            let setup = [0x80, 6, 0, 1, 0, 0, 18, 0];
+            let urb = bus.with(|b| b.submit(Urb::control(setup, &[0; 18])));
+            let (r, h, data) = fetcher.join().unwrap();
+            assert_eq!(
+                (r, h.type_, data),
+                (Ok(0), event_type::USB_RAW_EVENT_CONTROL, setup.to_vec()),
+                "fast_path {fast_path} round {round}"
+            );
+            let desc: Vec<u8> = (0..18).map(|i| i + round).collect();
+            let (_, w) = c.io(USB_RAW_IOCTL_EP0_WRITE, 0, 18, &desc);
+            assert_eq!(w.ret, Ok(18));
+            let done = bus
+                .with(|b| b.take_urb_completion(urb))
+                .expect("the control URB is given back");
+            assert_eq!(&done.buffer[..done.actual_length as usize], &desc[..]);
+        }
+    }
+}

@@ -41,7 +41,7 @@ xz -dc "$image/lib/modules/$rel/kernel/fs/fuse/cuse.ko.xz" > "$root/lib/modules/
 depmod -b "$root" "$rel"
 install -m 755 tests/c/vm/init "$root/init"
 install -m 755 "$work/target/x86_64-unknown-linux-gnu/release/rawgadget" "$root/bin/rawgadget"
-for p in gadget_zero hid_keyboard errno_script errno_script_m32 ioctl_latency; do
+for p in gadget_zero hid_keyboard errno_script errno_script_m32 ioctl_latency wakeup_floor; do
   [ -f "$work/cbin/$p" ] && install -m 755 "$work/cbin/$p" "$root/bin/$p"
 done
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"

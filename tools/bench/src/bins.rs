@@ -152,4 +152,5 @@ pub const C_CLIENTS: &[&str] = &[
     "hid_keyboard",
     "errno_script",
     "ioctl_latency",
+    "wakeup_floor",
 ];

@@ -733,6 +733,12 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
         functional_ok &= ok;
     }
     sections.push_str(&floor_and_throughput(c));
+    // issue 6: serve against the same C program on the module (printed, not gated)
+    for x in [substrate::D, rawgadget_bench_guest::cuse::D_SLOW] {
+        if let Some(t) = report::cuse_ratios(c, rawgadget_bench_guest::cuse::B_C, x) {
+            sections.push_str(&t);
+        }
+    }
     if let Some((n, diffs)) = report::script_diff(c, substrate::A, substrate::B) {
         sections.push_str(&format!(
             "\n### Scripted host, (a) against (b): {n} steps, {} differences\n\n",

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use rawgadget_bench_guest::cuse;
 use rawgadget_bench_guest::host::{compare, Difference};
 use rawgadget_bench_guest::record::{substrate, HostStep, Record, RunOutcome, SubstrateState};
 use rawgadget_bench_guest::usbip_proof::{classify, B_PRIME_VS_C, B_VS_C};
@@ -118,8 +119,16 @@ pub const COLUMNS: &[(&str, &str)] = &[
     (substrate::C, "(c) our engine over USB/IP"),
     (substrate::N, "(n) null device over vhci (floor)"),
     (
+        cuse::B_C,
+        "(b-C/cuse) C Gadget Zero on raw_gadget.ko, dummy, in the cuse boot (count as (d))",
+    ),
+    (
         substrate::D,
-        "(d) C Gadget Zero on `rawgadget serve` (CUSE→vhci)",
+        "(d) C Gadget Zero on `rawgadget serve` (CUSE→vhci), fast path",
+    ),
+    (
+        cuse::D_SLOW,
+        "(d-slow) C Gadget Zero on `rawgadget serve --no-fast-path` (retry protocol only)",
     ),
 ];
 
@@ -679,6 +688,58 @@ pub fn throughput_targets(c: &Collected) -> Vec<String> {
         out.push(format!("(c) bulk {dir} {cm:.1} MB/s — {vs_a}; {vs_peer}"));
     }
     out
+}
+
+/// Issue 6 "Performance": `x` against `base` run by the same C program in the same boot, as
+/// a ratio per case; the target is no slower (≤ 1.00, within [`RATIO_NOISE`]) on every case
+/// but 11 and 12. Printed, not gated. Empty when either did not run.
+pub fn cuse_ratios(c: &Collected, base: &str, x: &str) -> Option<String> {
+    let has = |s: &str| c.cells.keys().any(|(sub, _)| sub == s);
+    if !has(base) || !has(x) {
+        return None;
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| case | ({base}) s | ({x}) s | ({x})/({base}) | target ≤ 1.00 |"
+    );
+    s.push_str("|---|---|---|---|---|\n");
+    let mut slower = Vec::new();
+    for &case in MATRIX_CASES {
+        let (a, b) = (c.cell(base, case), c.cell(x, case));
+        if matches!(a, Cell::Missing) && matches!(b, Cell::Missing) {
+            continue;
+        }
+        let ratio = match (a.median(), b.median()) {
+            (Some(ma), Some(mb)) if ma > 0.0 => Some(mb / ma),
+            _ => None,
+        };
+        let verdict = match ratio {
+            _ if NOISE_CASES.contains(&case) => "excluded (T7)".to_string(),
+            Some(r) if r <= 1.0 => "ok".into(),
+            Some(r) if r <= RATIO_NOISE => "ok (within noise)".into(),
+            Some(_) => {
+                slower.push(case.to_string());
+                "SLOWER".into()
+            }
+            None => "no ratio".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {case} | {} | {} | {} | {verdict} |",
+            a.render(),
+            b.render(),
+            fmt_ratio(ratio)
+        );
+    }
+    let head = if slower.is_empty() {
+        "no slower on any case".to_string()
+    } else {
+        format!("SLOWER on {}", slower.join(", "))
+    };
+    Some(format!(
+        "\n### ({x}) against ({base}), the same C Gadget Zero: {head}\n\n{s}"
+    ))
 }
 
 /// Script differences between two substrates, when both ran the script.

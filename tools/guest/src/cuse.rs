@@ -4,9 +4,14 @@
 //! 1. The differential errno script on raw_gadget.ko (+ dummy_hcd), then on `rawgadget serve`
 //!    (+ vhci-hcd), compared line by line; only the differences contract C12 lists, or that the
 //!    contract explains by the controller (dummy_udc vs ours through vhci), are allowed.
-//! 2. The C Gadget Zero on `rawgadget serve` under usbtest, as substrate (d); the contract predicts
-//!    the same results as (c), our engine through vhci-hcd.
-//! 3. The ioctl latency probe on both.
+//! 2. The C Gadget Zero under usbtest on three substrates in this one boot, with the same count
+//!    and runs: (b-C) raw_gadget.ko + dummy_hcd (the reference), (d) `rawgadget serve` (fast
+//!    path) and (d-slow) `rawgadget serve --no-fast-path` (retry protocol); the contract
+//!    predicts for (d) and (d-slow) the same results as (c), our engine through vhci-hcd. On
+//!    each, the ep0 round trip a host sees (a vendor OUT control with no data stage, answered by
+//!    EVENT_FETCH + EP0_READ(0)).
+//! 3. The ioctl latency probe on the module, serve and serve --no-fast-path, and the floor
+//!    under any CUSE round (two processes waking each other over pipes).
 
 use std::io::Read;
 use std::path::Path;
@@ -200,6 +205,224 @@ fn latency(rep: &Reporter, on: &str, runs: u32) {
     }
 }
 
+/// Substrate (b-C): the C Gadget Zero of tests/c on raw_gadget.ko + dummy_hcd, the reference
+/// for (d) (the same program, the same requests).
+pub const B_C: &str = "b-C/cuse";
+/// Substrate (d-slow): the C Gadget Zero on `rawgadget serve --no-fast-path` (the retry
+/// protocol only, contract C4).
+pub const D_SLOW: &str = "d-slow";
+
+/// Requests per run of the ep0 round-trip probe.
+const ROUND_TRIPS: usize = 500;
+
+/// The ep0 round trip a host sees: a vendor OUT control request with no data stage
+/// (bRequest 0x5b, wLength 0) that the C Gadget Zero answers with EVENT_FETCH then
+/// EP0_READ(0), the status stage. Each request is timed on its own; reports the median and
+/// the 90th percentile over `runs` runs of [`ROUND_TRIPS`].
+fn control_round_trip(rep: &Reporter, on: &str, dev: &sysfs::UsbDevice, runs: u32) {
+    let d = match crate::usbfs::Device::open(&dev.devnode()) {
+        Ok(d) => d,
+        Err(e) => {
+            note(rep, format!("ep0 round trip on {on}: {e}"));
+            return;
+        }
+    };
+    let setup = [0x40, 0x5b, 0, 0, 0, 0, 0, 0];
+    let mut times = Vec::with_capacity(ROUND_TRIPS * runs as usize);
+    for run in 0..=runs {
+        for _ in 0..ROUND_TRIPS {
+            let t = Instant::now();
+            if let Err(e) = d.control(setup, &mut [], Duration::from_secs(5)) {
+                note(
+                    rep,
+                    format!("ep0 round trip on {on}: control failed: {e:?}"),
+                );
+                return;
+            }
+            // run 0 is a warm-up
+            if run > 0 {
+                times.push(t.elapsed().as_nanos() as f64);
+            }
+        }
+    }
+    let n = times.len();
+    let med = median(&mut times);
+    let p90 = times[n * 9 / 10];
+    check(
+        rep,
+        &format!("latency {on} ep0_round_trip"),
+        true,
+        format!(
+            "median {med:.0} ns per request (p90 {p90:.0}) over {runs} runs of {ROUND_TRIPS}: \
+             vendor OUT wLength 0 via usbfs, answered by EVENT_FETCH + EP0_READ(0)"
+        ),
+    );
+}
+
+/// The C Gadget Zero on whatever serves /dev/raw-gadget now, under usbtest as substrate
+/// `sub`, then the ep0 round-trip probe. Returns the cases run and whether each passed.
+fn c_gadget_zero(p: &Params, rep: &Reporter, sub: &str, what: &str) -> Result<Vec<(u32, bool)>> {
+    let mut gz = GadgetProcess::spawn(&client("gadget_zero"), &[])?;
+    // the same count and runs on every C Gadget Zero substrate, so ratios compare
+    let m = Matrix {
+        rep,
+        sub,
+        count: p.count.min(20),
+        runs: p.runs.min(3),
+        case_timeout: p.case_timeout,
+    };
+    let pid = gz.pid();
+    let r =
+        sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
+            substrate_state(
+                rep,
+                sub,
+                SubstrateState::Up,
+                format!("C gadget_zero on {what}, {}", dev.sysfs.display()),
+            );
+            let passed = usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
+            gz.check_alive()?;
+            control_round_trip(rep, what, &dev, p.runs.min(3));
+            Ok(passed)
+        });
+    let st = gz.stop(Duration::from_secs(5))?;
+    note(rep, format!("C gadget_zero on {what} exited: {st}"));
+    if let Err(e) = &r {
+        substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+    }
+    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+    r
+}
+
+/// Gates a serve substrate: every case passes, as on (c). Returns whether it did.
+fn every_case_passes(rep: &Reporter, sub: &str, r: &Result<Vec<(u32, bool)>>) -> bool {
+    let Ok(passed) = r else {
+        return false;
+    };
+    let bad: Vec<String> = passed
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(c, _)| c.to_string())
+        .collect();
+    check(
+        rep,
+        &format!("usbtest on ({sub}): every case passes, as on (c)"),
+        bad.is_empty(),
+        if bad.is_empty() {
+            format!("{} cases passed", passed.len())
+        } else {
+            format!("failed cases: {}", bad.join(","))
+        },
+    )
+}
+
+/// The cost of the two wakeups under every CUSE round, without FUSE (tests/c/wakeup_floor),
+/// measured again right before each latency probe (`phase`): under TCG on a shared host it
+/// moves with the host's load by 10× within one boot, so each probe is read against the
+/// floor of its own phase.
+fn wakeup_floor(rep: &Reporter, phase: &str) {
+    match run_client(
+        &client("wakeup_floor"),
+        &["-i", "500"],
+        Duration::from_secs(60),
+    ) {
+        Ok((_, out)) => {
+            for (k, ns) in latency_lines(&out) {
+                check(
+                    rep,
+                    &format!("latency floor before {phase}: {k}"),
+                    true,
+                    format!("{ns:.0} ns per round trip (500 round trips)"),
+                );
+            }
+        }
+        Err(e) => note(rep, format!("wakeup floor: {e:#}")),
+    }
+}
+
+/// Where the time of a CUSE round goes: the latency probe again with the daemon's threads and
+/// the probe on one CPU (busybox `taskset`), so that no wakeup crosses CPUs. A diagnostic:
+/// nothing is pinned in normal use.
+fn pinned_latency(rep: &Reporter, serve_pid: u32) {
+    let pin = |tid: &str| {
+        Command::new("taskset")
+            .args(["-p", "1", tid])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{serve_pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tids.is_empty() || !tids.iter().all(|t| pin(t)) {
+        note(
+            rep,
+            "pinned latency: cannot pin the daemon's threads (taskset)",
+        );
+        return;
+    }
+    match run_client(
+        "taskset",
+        &["1", &client("ioctl_latency"), "-i", "2000"],
+        Duration::from_secs(120),
+    ) {
+        Ok((_, out)) => {
+            for (k, ns) in latency_lines(&out) {
+                check(
+                    rep,
+                    &format!("latency rawgadget serve, all on CPU 0 {k}"),
+                    true,
+                    format!("{ns:.0} ns per call (one run of 2000; diagnostic)"),
+                );
+            }
+        }
+        Err(e) => note(rep, format!("pinned latency: {e:#}")),
+    }
+}
+
+/// Waits until vhci-hcd has no device left (a stopped daemon's devices are gone), then a
+/// moment more: a device attached to a port vhci's hub has not yet seen empty is never
+/// enumerated ("vhci_device speed not set", no URB at all).
+fn wait_vhci_idle() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = || {
+        std::fs::read_dir("/sys/devices/platform/vhci_hcd.0")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("usb"))
+            .any(|hub| {
+                std::fs::read_dir(hub.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|d| {
+                        let n = d.file_name().to_string_lossy().into_owned();
+                        n.contains('-') && !n.contains(':')
+                    })
+            })
+    };
+    while busy() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Starts `rawgadget serve` with `args` and waits for its node.
+fn start_serve(p: &Params, args: &[&str]) -> Result<GadgetProcess> {
+    let mut all = vec!["serve".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut serve = GadgetProcess::spawn(&p.gadget_cli, &all)?;
+    gadget::wait_path(Path::new(NODE), Duration::from_secs(20))?;
+    serve.check_alive()?;
+    Ok(serve)
+}
+
 /// The scenario. Returns the number of failed parts.
 pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
     for m in ["cuse", "usbip-core", "vhci-hcd", "dummy_hcd", "raw_gadget"] {
@@ -215,23 +438,28 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
     for l in module_out.lines() {
         println!("bench-guest: module: {l}");
     }
+    wakeup_floor(rep, "raw_gadget.ko");
     latency(rep, "raw_gadget.ko", p.runs);
+    // (b-C) the same C Gadget Zero on the module: the reference for (d), not gated
+    if let Err(e) = c_gadget_zero(p, rep, B_C, "raw_gadget.ko") {
+        note(rep, format!("(b-C) C gadget_zero on raw_gadget.ko: {e:#}"));
+    }
 
     // Switch to `rawgadget serve`: it refuses while the module's node exists.
     gadget::rmmod("raw_gadget")?;
     if p.gadget_cli.is_empty() {
-        substrate_state(
-            rep,
-            substrate::D,
-            SubstrateState::NotRun,
-            format!("our rawgadget CLI is not available: {}", p.gadget_missing),
-        );
+        for sub in [substrate::D, D_SLOW] {
+            substrate_state(
+                rep,
+                sub,
+                SubstrateState::NotRun,
+                format!("our rawgadget CLI is not available: {}", p.gadget_missing),
+            );
+        }
         return Ok(1);
     }
-    let mut serve = GadgetProcess::spawn(&p.gadget_cli, &["serve".to_string()])?;
+    let mut serve = start_serve(p, &[])?;
     let r = (|| -> Result<i32> {
-        gadget::wait_path(Path::new(NODE), Duration::from_secs(20))?;
-        serve.check_alive()?;
         let mut failed = 0;
 
         // (1b) the same script on serve, compared.
@@ -265,63 +493,18 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
         }
         serve.check_alive()?;
 
-        // (2) the C Gadget Zero on serve, under usbtest.
-        let sub = substrate::D;
-        let mut gz = GadgetProcess::spawn(&client("gadget_zero"), &[])?;
-        let m = Matrix {
-            rep,
-            sub,
-            count: p.count.min(20),
-            runs: p.runs.min(3),
-            case_timeout: p.case_timeout,
-        };
-        let pid = gz.pid();
-        let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(
-            |dev| {
-                substrate_state(
-                    rep,
-                    sub,
-                    SubstrateState::Up,
-                    format!("C gadget_zero on rawgadget serve, {}", dev.sysfs.display()),
-                );
-                let passed = usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
-                gz.check_alive()?;
-                Ok(passed)
-            },
-        );
-        let st = gz.stop(Duration::from_secs(5))?;
-        note(rep, format!("C gadget_zero exited: {st}"));
-        match r {
-            // Contract prediction: the same as (c), our engine through vhci-hcd, which passes
-            // every case of this subset (docs/bench-results.md).
-            Ok(passed) => {
-                let bad: Vec<String> = passed
-                    .iter()
-                    .filter(|(_, ok)| !ok)
-                    .map(|(c, _)| c.to_string())
-                    .collect();
-                if !check(
-                    rep,
-                    "usbtest on (d): every case passes, as on (c)",
-                    bad.is_empty(),
-                    if bad.is_empty() {
-                        format!("{} cases passed", passed.len())
-                    } else {
-                        format!("failed cases: {}", bad.join(","))
-                    },
-                ) {
-                    failed += 1;
-                }
-            }
-            Err(e) => {
-                substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
-                failed += 1;
-            }
+        // (2) the C Gadget Zero on serve (fast path), under usbtest. Contract prediction: the
+        // same as (c), our engine through vhci-hcd, which passes every case of this subset.
+        let r = c_gadget_zero(p, rep, substrate::D, "rawgadget serve");
+        if !every_case_passes(rep, substrate::D, &r) {
+            failed += 1;
         }
-        sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
 
-        // (3b) latency on serve.
+        // (3b) latency on serve; then once with everything on one CPU (a diagnostic)
+        wakeup_floor(rep, "rawgadget serve");
         latency(rep, "rawgadget serve", p.runs);
+        serve.check_alive()?;
+        pinned_latency(rep, serve.pid());
         serve.check_alive()?;
         Ok(failed)
     })();
@@ -331,6 +514,32 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
         Ok(n) => failed += n,
         Err(e) => {
             check(rep, "rawgadget serve", false, format!("{e:#}"));
+            failed += 1;
+        }
+    }
+
+    // (d-slow) the retry protocol only: the same C Gadget Zero and latency probe.
+    wait_vhci_idle();
+    let r = start_serve(p, &["--no-fast-path"]).and_then(|mut serve| {
+        let r = c_gadget_zero(p, rep, D_SLOW, "rawgadget serve --no-fast-path");
+        let passes = every_case_passes(rep, D_SLOW, &r);
+        wakeup_floor(rep, "rawgadget serve --no-fast-path");
+        latency(rep, "rawgadget serve --no-fast-path", p.runs.min(3));
+        serve.check_alive()?;
+        let st = serve.stop(Duration::from_secs(5))?;
+        note(rep, format!("rawgadget serve --no-fast-path exited: {st}"));
+        Ok(passes)
+    });
+    match r {
+        Ok(true) => {}
+        Ok(false) => failed += 1,
+        Err(e) => {
+            check(
+                rep,
+                "rawgadget serve --no-fast-path",
+                false,
+                format!("{e:#}"),
+            );
             failed += 1;
         }
     }
