@@ -7,7 +7,9 @@
 //! `rawgadget gadget-zero` does (an event thread blocked in `Gadget::next_event`, one thread
 //! per bulk endpoint), so every URB crosses the driver's reader, the device program's thread
 //! and whichever thread writes the reply (contract P4). Figures, not assertions; the median of
-//! several runs.
+//! several runs. Beside the rate: the process's CPU time per URB (all threads, spinning
+//! included) and its context switches per URB (all threads, from `/proc/self/task`), which
+//! count the thread handoffs and vary less than the rate on a loaded machine.
 //!
 //! `cargo bench -p rawgadget --bench usbip_loop` (`-- --quick` for fewer, shorter runs).
 
@@ -181,8 +183,20 @@ impl Case {
     }
 }
 
-/// `n` synchronous URBs; round trips per second.
-fn rate(rig: &mut Rig, case: Case, n: usize) -> f64 {
+/// One run's figures.
+#[derive(Clone, Copy)]
+struct Figures {
+    /// URB round trips per second.
+    rate: f64,
+    /// CPU time per URB, every thread of the process, in microseconds.
+    cpu_us: f64,
+    /// Context switches per URB, every thread of the process.
+    switches: f64,
+}
+
+/// `n` synchronous URBs.
+fn rate(rig: &mut Rig, case: Case, n: usize) -> Figures {
+    let (cpu, switches) = (process_cpu_time(), context_switches());
     let start = Instant::now();
     for _ in 0..n {
         let id = rig.vhci.submit(case.urb());
@@ -190,7 +204,35 @@ fn rate(rig: &mut Rig, case: Case, n: usize) -> f64 {
         assert_eq!(c.status, Ok(()), "{} status", case.label());
         assert_eq!(c.actual_length, case.expected());
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let wall = start.elapsed().as_secs_f64();
+    Figures {
+        rate: n as f64 / wall,
+        cpu_us: (process_cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64,
+        switches: context_switches().saturating_sub(switches) as f64 / n as f64,
+    }
+}
+
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Voluntary and involuntary context switches of every live thread of this process.
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -207,17 +249,20 @@ fn main() {
     for case in [Case::BulkOut, Case::BulkIn, Case::Control] {
         // warm-up
         rate(&mut rig, case, n / 10);
-        let v: Vec<f64> = (0..runs).map(|_| rate(&mut rig, case, n)).collect();
+        let v: Vec<Figures> = (0..runs).map(|_| rate(&mut rig, case, n)).collect();
+        let rates: Vec<f64> = v.iter().map(|f| f.rate).collect();
         let (lo, hi) = (
-            v.iter().copied().fold(f64::INFINITY, f64::min),
-            v.iter().copied().fold(0.0, f64::max),
+            rates.iter().copied().fold(f64::INFINITY, f64::min),
+            rates.iter().copied().fold(0.0, f64::max),
         );
         println!(
-            "{:<28} {:>9.0} URB/s   (min {:.0}, max {:.0})",
+            "{:<28} {:>7.0} URB/s (min {:.0}, max {:.0})  {:>5.1} us CPU/URB  {:>4.2} switches/URB",
             case.label(),
-            median(v),
+            median(rates),
             lo,
-            hi
+            hi,
+            median(v.iter().map(|f| f.cpu_us).collect()),
+            median(v.iter().map(|f| f.switches).collect()),
         );
     }
     assert_eq!(rig.vhci.error(), None);
