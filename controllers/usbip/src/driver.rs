@@ -388,21 +388,24 @@ fn read_loop<S: Stream>(
             }
             Err(e) => return ConnectionEnd::Io(e),
         };
-        let r = shared.with(|bus| {
+        let r = {
+            let mut bus = shared.lock();
             let mut l = lock(link);
-            l.handle_input(bus, clock.now(), &buf[..n])?;
-            // replies due now go out from here unless another thread is writing (module doc)
-            Ok(tx.take(&mut l))
-        });
-        match r {
-            Ok(None) => {}
-            Ok(Some(bytes)) => {
-                if let Err(e) = tx.write_taken(bytes) {
-                    return ConnectionEnd::Io(e);
-                }
-            }
-            Err(LinkError::Closed) => return ConnectionEnd::PeerClosed,
-            Err(e) => return ConnectionEnd::Protocol(e),
+            l.handle_input(&mut bus, clock.now(), &buf[..n])
+                // replies due now go out from here unless another thread is writing
+                .map(|()| tx.take(&mut l))
+        };
+        // the reply first, then the waiters (the gadget's threads, the writer): on a loaded
+        // machine the woken threads would otherwise run before the write (contract P4)
+        let r = match r {
+            Ok(Some(bytes)) => tx.write_taken(bytes).map_err(ConnectionEnd::Io),
+            Ok(None) => Ok(()),
+            Err(LinkError::Closed) => Err(ConnectionEnd::PeerClosed),
+            Err(e) => Err(ConnectionEnd::Protocol(e)),
+        };
+        shared.notify();
+        if let Err(end) = r {
+            return end;
         }
     }
 }

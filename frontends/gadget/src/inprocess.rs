@@ -107,17 +107,20 @@ impl InProcess {
         let Some(flush) = &self.after_op else {
             return submit(&self.shared, op);
         };
-        let (r, pending) = self.shared.with(|b| {
-            let r = match b.client(op) {
-                Outcome::Done(r) => Ok(r),
-                Outcome::Pending(id) => b.take_completion(id).ok_or(id),
-            };
-            (r, flush.collect(b))
-        });
-        // outside the bus lock; the writing flag keeps replies in order
+        let mut bus = self.shared.lock();
+        let r = match bus.client(op) {
+            Outcome::Done(r) => Ok(r),
+            Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
+        };
+        let pending = flush.collect(&mut bus);
+        drop(bus);
+        // outside the bus lock (the writing flag keeps replies in order), and before the
+        // waiters are woken: the reply is on its way before the link's writer thread, woken
+        // by every change, competes for the CPU
         if let Some(p) = pending {
             p.write();
         }
+        self.shared.notify();
         r
     }
 
