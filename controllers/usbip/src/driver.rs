@@ -608,3 +608,240 @@ impl Drop for ConnectionHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writing-flag handoff (module doc, "Who writes") on a link without a gadget: every
+    //! CMD_SUBMIT to a missing endpoint is answered at once (contract U12), which gives each
+    //! input exactly one reply to write.
+    use super::*;
+    use crate::link::{Budget, LinkConfig};
+    use rawgadget_uapi::Speed;
+    use rawgadget_usbip::wire::Direction;
+    use rawgadget_usbip::UrbShape;
+    use rawgadget_usbip::{CmdSubmit, CmdSubmitRepr, DevicePdu, HostDecoder, HostPdu, HostStep};
+    use std::sync::{Condvar, MutexGuard};
+
+    /// A stream that records what is written; a write can be held at a gate.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        written: Arc<Mutex<Vec<u8>>>,
+        gate: Arc<(Mutex<Gate>, Condvar)>,
+    }
+
+    #[derive(Default)]
+    struct Gate {
+        closed: bool,
+        waiting: bool,
+    }
+
+    impl Recorder {
+        fn gate(&self) -> MutexGuard<'_, Gate> {
+            self.gate.0.lock().unwrap()
+        }
+        fn close_gate(&self) {
+            self.gate().closed = true;
+        }
+        fn open_gate(&self) {
+            self.gate().closed = false;
+            self.gate.1.notify_all();
+        }
+        /// Waits until a write is held at the gate.
+        fn wait_held(&self) {
+            let mut g = self.gate();
+            while !g.waiting {
+                g = self.gate.1.wait(g).unwrap();
+            }
+        }
+    }
+
+    impl Read for Recorder {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let mut g = self.gate();
+            while g.closed {
+                g.waiting = true;
+                self.gate.1.notify_all();
+                g = self.gate.1.wait(g).unwrap();
+            }
+            g.waiting = false;
+            drop(g);
+            // a socket write takes time: widens the window in which other threads make replies
+            thread::sleep(Duration::from_micros(20));
+            self.written.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Recorder {
+        fn try_clone_stream(&self) -> io::Result<Self> {
+            Ok(self.clone())
+        }
+        fn shutdown_both(&self) {}
+        fn set_read_timeout_to(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        bus: Arc<SharedBus>,
+        tx: Arc<Tx<Recorder>>,
+        recorder: Recorder,
+        host: Mutex<HostDecoder>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let bus = SharedBus::new(Bus::with_personality(crate::usbip_personality(Speed::High)));
+            let link = Arc::new(Mutex::new(Link::attached(LinkConfig {
+                budget: Budget::LOCAL_VHCI,
+                second_reset: false,
+            })));
+            bus.with(|b| lock(&link).attach(b, Instant::ZERO));
+            let recorder = Recorder::default();
+            let tx = Arc::new(Tx {
+                link,
+                stream: Mutex::new(recorder.clone()),
+                control: recorder.clone(),
+                writing: AtomicBool::new(false),
+            });
+            Fixture {
+                bus,
+                tx,
+                recorder,
+                host: Mutex::new(HostDecoder::new()),
+            }
+        }
+
+        /// A bulk IN CMD_SUBMIT on endpoint 1 (never enabled), as the reader feeds it; returns
+        /// the replies this thread took.
+        fn input(&self, seqnum: u32) -> Option<Vec<u8>> {
+            self.input_with(|| seqnum)
+        }
+
+        /// As [`Fixture::input`], the seqnum chosen under the bus lock (inputs reach the link
+        /// in seqnum order).
+        fn input_with(&self, seqnum: impl FnOnce() -> u32) -> Option<Vec<u8>> {
+            let mut bus = self.bus.lock();
+            let seqnum = seqnum();
+            let header = CmdSubmitRepr {
+                seqnum,
+                devid: 0x0001_0002,
+                direction: Direction::In,
+                ep: 1,
+                transfer_flags: 0x200,
+                transfer_buffer_length: 64,
+                start_frame: 0,
+                number_of_packets: 0,
+                interval: 0,
+                setup: [0; 8],
+            };
+            self.host
+                .lock()
+                .unwrap()
+                .submitted(seqnum, UrbShape::of(&header, false));
+            let bytes = DevicePdu::Submit(CmdSubmit {
+                header,
+                data: Vec::new(),
+                iso_packets: Vec::new(),
+            })
+            .to_vec();
+            let mut l = lock(&self.tx.link);
+            l.handle_input(&mut bus, Instant::ZERO, &bytes)
+                .expect("input accepted");
+            self.tx.take(&mut l)
+        }
+
+        /// The seqnums of the RET_SUBMITs written, in order, decoded as vhci would.
+        fn written_seqnums(&self) -> Vec<u32> {
+            let bytes = self.recorder.written.lock().unwrap().clone();
+            let mut host = self.host.lock().unwrap();
+            let mut rest = &bytes[..];
+            let mut seqnums = Vec::new();
+            while !rest.is_empty() {
+                let (used, step) = host.decode(rest).expect("vhci accepts every reply");
+                rest = &rest[used..];
+                match step {
+                    HostStep::Pdu(HostPdu::RetSubmit { header, .. }) => seqnums.push(header.seqnum),
+                    HostStep::Pdu(p) => panic!("unexpected reply {p:?}"),
+                    HostStep::NeedMore(n) => panic!("a reply cut short, {n} bytes missing"),
+                }
+            }
+            seqnums
+        }
+    }
+
+    /// contract P4 (module doc "Who writes"): a reply made while another thread writes is not
+    /// taken by its maker; the writing thread finds it under the link lock before it clears
+    /// the flag, and writes it after its own.
+    #[test]
+    fn p4_reply_made_during_a_write_is_written_by_the_writing_thread() {
+        let f = Arc::new(Fixture::new());
+        let first = f
+            .input(1)
+            .expect("nobody writes: the maker takes its reply");
+        f.recorder.close_gate();
+        let writer = {
+            let f = f.clone();
+            thread::spawn(move || f.tx.write_taken(first))
+        };
+        f.recorder.wait_held();
+        assert_eq!(
+            f.input(2),
+            None,
+            "the flag is held: the reply stays in the link"
+        );
+        assert!(f.tx.writing.load(Ordering::SeqCst));
+        f.recorder.open_gate();
+        writer.join().unwrap().unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+        assert!(!f.tx.writing.load(Ordering::SeqCst), "flag released");
+        assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4: threads racing to make and write replies (the reader, client threads,
+    /// the writer) write every reply exactly once, in the order the link made them (two
+    /// threads writing at once would interleave them), and leave the flag clear.
+    #[test]
+    fn p4_racing_writers_strand_nothing_and_keep_the_order() {
+        let f = Arc::new(Fixture::new());
+        let next = Arc::new(std::sync::atomic::AtomicU32::new(1));
+        const PER_THREAD: u32 = 500;
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (f, next) = (f.clone(), next.clone());
+                thread::spawn(move || {
+                    for _ in 0..PER_THREAD {
+                        let taken = f.input_with(|| next.fetch_add(1, Ordering::SeqCst));
+                        if let Some(bytes) = taken {
+                            f.tx.write_taken(bytes).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let written = f.written_seqnums();
+        assert_eq!(
+            written.len(),
+            3 * PER_THREAD as usize,
+            "every reply written once"
+        );
+        assert!(
+            written.windows(2).all(|w| w[0] < w[1]),
+            "replies leave in the order the link made them"
+        );
+        assert!(!f.tx.writing.load(Ordering::SeqCst));
+        assert!(!lock(&f.tx.link).has_output());
+    }
+}
