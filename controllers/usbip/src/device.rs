@@ -15,7 +15,7 @@ use rawgadget_loopback::{Bus, SharedBus};
 use rawgadget_uapi::Speed;
 use rawgadget_udc::Personality;
 
-use crate::driver::{Clock, ConnectionHandle, Stream};
+use crate::driver::{ClientFlush, Clock, ConnectionHandle, Stream};
 use crate::link::{Budget, Link, LinkConfig};
 
 /// How a [`UsbipDevice`] is set up.
@@ -106,6 +106,7 @@ pub struct UsbipDevice {
     clock: Clock,
     config: Arc<UsbipConfig>,
     connections: Arc<Connections>,
+    flush: ClientFlush,
 }
 
 impl UsbipDevice {
@@ -118,12 +119,19 @@ impl UsbipDevice {
             clock: Clock::new(),
             config: Arc::new(config),
             connections: Arc::default(),
+            flush: ClientFlush::default(),
         }
     }
 
     /// The bus whose client side the gadget runs on (`rawgadget::InProcess::with_bus`).
     pub fn bus(&self) -> &Arc<SharedBus> {
         &self.shared
+    }
+
+    /// What the in-process backend calls after each client operation so that its thread
+    /// writes the replies it produced ([`ClientFlush`], contract P4).
+    pub fn client_flush(&self) -> &ClientFlush {
+        &self.flush
     }
 
     pub fn config(&self) -> &UsbipConfig {
@@ -232,6 +240,7 @@ impl UsbipDevice {
             stream,
             self.clock,
             span,
+            self.flush.clone(),
             move || {
                 let descriptor = {
                     let _bus = device.shared.lock();

@@ -6,15 +6,31 @@
 //! - the **reader** (the thread that called [`serve`]) reads whatever the socket has, feeds it
 //!   to [`Link::handle_input`] under the bus lock, and never stops reading (contract U25: the
 //!   stream must be drained; budgets close the connection instead);
-//! - the **writer** sleeps on the bus's condition variable, which every client ioctl and every
-//!   input notifies; when woken it lets the link collect the controller's give-backs, takes the
-//!   encoded replies and writes them outside the lock. It also notices a gadget that closed
-//!   and the next controller timer.
+//! - the **writer** sleeps on the bus's condition variable; when woken it lets the link
+//!   collect the controller's give-backs, takes the encoded replies and writes them outside
+//!   the lock. It is what notices a gadget that closed, a connection that closed and the next
+//!   controller timer (iso URBs served on time, contract I5), and it writes whatever no other
+//!   thread wrote (give-backs from a client that does not flush, from an inline step, from a
+//!   timer).
 //!
-//! Replies that an input produces at once (a URB the controller answers itself or matches with
-//! a queued request) are written by the reader itself, without waking the writer first. One
-//! flag says who is writing: whoever takes replies from the link (under the bus lock) sets it
-//! and writes everything it took before clearing it, so replies leave in the order the link
+//! # Who writes (contract P4)
+//! Under emulation every thread handoff on a URB's path costs more than the URB, so replies
+//! are written by the thread whose action produced them, right after it releases the bus
+//! lock, instead of waking the writer for them:
+//! - the reader writes the replies its input produced (a URB the controller answers itself or
+//!   matches with a queued request);
+//! - a client thread of the in-process backend (`rawgadget::InProcess::usbip`) writes the
+//!   replies its ioctl produced (an EP_WRITE or EP_READ or ep0 answer that completes a URB the
+//!   host waits for) through [`ClientFlush`], which the backend calls under the bus lock after
+//!   every client operation. Only on a stream whose writes cannot be held up by the peer
+//!   ([`Stream::writes_inline`]: the local vhci socketpair); on a TCP export the writer
+//!   thread writes them.
+//!
+//! One flag per connection says who is writing. Whoever takes replies from the link (under
+//! the link lock) sets it and writes everything it took; before clearing it, it looks under
+//! the link lock for replies that arrived meanwhile and writes those too. Since both the
+//! check and the clear happen under the link lock, a reply is either taken by the writing
+//! thread or finds the flag clear: none is stranded, and they leave in the order the link
 //! made them.
 //!
 //! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
@@ -31,6 +47,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use rawgadget_engine::State;
 use rawgadget_loopback::{Bus, SharedBus};
+
 use rawgadget_udc::Instant;
 
 use crate::link::{Link, LinkError};
@@ -52,11 +69,22 @@ pub trait Stream: Read + Write + Send + Sync + 'static {
     /// # Errors
     /// As the socket's `set_read_timeout`.
     fn set_read_timeout_to(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Whether a client thread may write replies itself ([`ClientFlush`]): only when the peer
+    /// cannot hold a write up for long. Default: no, the writer thread writes them.
+    fn writes_inline(&self) -> bool {
+        false
+    }
 }
 
 impl Stream for UnixStream {
     fn try_clone_stream(&self) -> io::Result<Self> {
         self.try_clone()
+    }
+    /// The local vhci socketpair: its peer is the kernel's vhci, whose rx thread reads without
+    /// pause, so a write returns as soon as the reply is copied into the socket. A client
+    /// thread writing its own replies then saves the switch to the writer thread.
+    fn writes_inline(&self) -> bool {
+        true
     }
     fn shutdown_both(&self) {
         let _ = self.shutdown(Shutdown::Both);
@@ -66,6 +94,11 @@ impl Stream for UnixStream {
     }
 }
 
+/// A TCP export keeps [`Stream::writes_inline`] off: its peer is remote, untrusted and may be
+/// slow, and a full send buffer would block the gadget's ioctl (its event loop, its endpoint
+/// threads) on the network. Non-blocking writes with a fallback would have to hand the rest
+/// of a partly written PDU to the writer thread anyway; the writer thread alone writing keeps
+/// that one blocking point off the client.
 impl Stream for TcpStream {
     fn try_clone_stream(&self) -> io::Result<Self> {
         self.try_clone()
@@ -143,6 +176,152 @@ fn gadget_closed(bus: &Bus) -> bool {
     bus.instance().state() == State::Closed
 }
 
+/// The sending side of one connection, shared by every thread that may write to it (module
+/// doc, "Who writes").
+struct Tx<S: Stream> {
+    link: Arc<Mutex<Link>>,
+    /// The handle writes go through; only the thread holding `writing` locks it.
+    stream: Mutex<S>,
+    /// A second handle, to shut the socket down while a write may be blocked on `stream`.
+    control: S,
+    /// Someone is writing. Set and cleared only under the link lock.
+    writing: AtomicBool,
+}
+
+impl<S: Stream> Tx<S> {
+    /// Under the bus and link locks: takes the link's replies if nobody is writing. The
+    /// caller must then [`Tx::write_taken`] them.
+    fn take(&self, l: &mut Link) -> Option<Vec<u8>> {
+        (l.has_output() && !self.writing.swap(true, Ordering::SeqCst)).then(|| l.poll_transmit())
+    }
+
+    /// Writes what [`Tx::take`] gave, then whatever the link made meanwhile, and releases
+    /// the flag (check and clear under the link lock). On an error the flag is released and
+    /// the socket shut down, which ends the reader, and so the connection.
+    fn write_taken(&self, mut bytes: Vec<u8>) -> io::Result<()> {
+        loop {
+            let written = self
+                .stream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_all(&bytes);
+            let mut l = lock(&self.link);
+            if let Err(e) = written {
+                self.writing.store(false, Ordering::SeqCst);
+                drop(l);
+                self.control.shutdown_both();
+                return Err(e);
+            }
+            if l.has_output() {
+                bytes = l.poll_transmit();
+                continue;
+            }
+            self.writing.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+    }
+}
+
+/// A connection's [`Tx`] without its stream type, for [`ClientFlush`].
+trait ClientOutput: Send + Sync {
+    fn take(&self, bus: &mut Bus) -> Option<Vec<u8>>;
+    fn write_taken(&self, bytes: Vec<u8>);
+}
+
+impl<S: Stream> ClientOutput for Tx<S> {
+    fn take(&self, bus: &mut Bus) -> Option<Vec<u8>> {
+        let mut l = lock(&self.link);
+        // a budget overrun is the writer's to report: it collects again and closes
+        l.collect(bus).ok()?;
+        Tx::take(self, &mut l)
+    }
+    fn write_taken(&self, bytes: Vec<u8>) {
+        if let Err(e) = Tx::write_taken(self, bytes) {
+            tracing::debug!(error = %e, "client-side write failed; closing");
+        }
+    }
+}
+
+/// Lets the thread of a client operation write the replies it produced (module doc, "Who
+/// writes"): the in-process backend calls [`ClientFlush::collect`] under the bus lock after
+/// every client operation and writes the result once the lock is released. One per device,
+/// cheap to clone; it follows the device's current connection, if that one
+/// [`Stream::writes_inline`].
+#[derive(Clone, Default)]
+pub struct ClientFlush {
+    current: Arc<Mutex<Option<Arc<dyn ClientOutput>>>>,
+}
+
+impl std::fmt::Debug for ClientFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFlush")
+            .field("connected", &self.slot().is_some())
+            .finish()
+    }
+}
+
+impl ClientFlush {
+    // lock order: bus, then this slot (a leaf: nothing is locked under it)
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<dyn ClientOutput>>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Call under the bus lock, after a client operation: collects the controller's
+    /// give-backs and takes the encoded replies if no other thread is writing. The result
+    /// must be written after the bus lock is released ([`PendingWrite::write`]; dropping it
+    /// writes too, so output is never stranded).
+    pub fn collect(&self, bus: &mut Bus) -> Option<PendingWrite> {
+        let conn = self.slot().clone()?;
+        let bytes = conn.take(bus)?;
+        Some(PendingWrite {
+            conn,
+            bytes: Some(bytes),
+        })
+    }
+
+    fn register(&self, conn: Arc<dyn ClientOutput>) {
+        *self.slot() = Some(conn);
+    }
+
+    fn unregister(&self, conn: &Arc<dyn ClientOutput>) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+}
+
+/// Replies a client thread took under the bus lock ([`ClientFlush::collect`]); they hold the
+/// connection's writing flag until written.
+#[must_use = "the replies must be written (dropping writes them)"]
+pub struct PendingWrite {
+    conn: Arc<dyn ClientOutput>,
+    bytes: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingWrite")
+            .field("bytes", &self.bytes.as_ref().map_or(0, Vec::len))
+            .finish()
+    }
+}
+
+impl PendingWrite {
+    /// Writes the replies, and whatever the link made meanwhile, outside the bus lock.
+    pub fn write(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.bytes.take() {
+            self.conn.write_taken(bytes);
+        }
+    }
+}
+
 /// Runs one connection to its end on the calling thread (the reader), with a writer thread
 /// beside it. `link` must already be attached ([`Link::attach`]) or in handshake mode with its
 /// request answered. `initial` is input read before (handshake leftovers), fed first.
@@ -152,28 +331,39 @@ pub(crate) fn serve<S: Stream>(
     mut stream: S,
     clock: Clock,
     span: tracing::Span,
+    flush: &ClientFlush,
 ) -> ConnectionEnd {
     let _entered = span.enter();
-    let writer = match stream.try_clone_stream() {
-        Ok(w) => w,
-        Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
+    let tx = match (stream.try_clone_stream(), stream.try_clone_stream()) {
+        (Ok(w), Ok(control)) => Arc::new(Tx {
+            link: link.clone(),
+            stream: Mutex::new(w),
+            control,
+            writing: AtomicBool::new(false),
+        }),
+        (Err(e), _) | (_, Err(e)) => {
+            return end_connection(shared, &link, &stream, clock, e.into(), None)
+        }
     };
-    let writing = Arc::new(AtomicBool::new(false));
     let writer_thread = {
-        let (shared, link, span, writing) =
-            (shared.clone(), link.clone(), span.clone(), writing.clone());
+        let (shared, span, tx) = (shared.clone(), span.clone(), tx.clone());
         thread::Builder::new()
             .name("usbip-tx".into())
             .spawn(move || {
                 let _entered = span.enter();
-                write_loop(&shared, &link, writer, clock, &writing)
+                write_loop(&shared, &tx, clock)
             })
     };
     let writer_thread = match writer_thread {
         Ok(t) => t,
         Err(e) => return end_connection(shared, &link, &stream, clock, e.into(), None),
     };
-    let end = read_loop(shared, &link, &mut stream, clock, &writing);
+    let output: Arc<dyn ClientOutput> = tx.clone();
+    if stream.writes_inline() {
+        flush.register(output.clone());
+    }
+    let end = read_loop(shared, &tx, &mut stream, clock);
+    flush.unregister(&output);
     end_connection(shared, &link, &stream, clock, end, Some(writer_thread))
 }
 
@@ -181,11 +371,11 @@ pub(crate) fn serve<S: Stream>(
 /// as the peer closing, unless our own side closed first (see `end_connection`).
 fn read_loop<S: Stream>(
     shared: &Arc<SharedBus>,
-    link: &Mutex<Link>,
+    tx: &Tx<S>,
     stream: &mut S,
     clock: Clock,
-    writing: &AtomicBool,
 ) -> ConnectionEnd {
+    let link = &*tx.link;
     let mut buf = vec![0u8; 256 << 10];
     loop {
         let n = match stream.read(&mut buf) {
@@ -198,42 +388,36 @@ fn read_loop<S: Stream>(
             }
             Err(e) => return ConnectionEnd::Io(e),
         };
-        let r = shared.with(|bus| {
+        let r = {
+            let mut bus = shared.lock();
             let mut l = lock(link);
-            l.handle_input(bus, clock.now(), &buf[..n])?;
-            // replies due now go out from here unless the writer is writing (module doc)
-            Ok(if l.has_output() && !writing.swap(true, Ordering::SeqCst) {
-                Some(l.poll_transmit())
-            } else {
-                None
-            })
-        });
-        match r {
-            Ok(None) => {}
-            Ok(Some(bytes)) => {
-                let written = stream.write_all(&bytes);
-                writing.store(false, Ordering::SeqCst);
-                // what arrived meanwhile is the writer's
-                shared.notify();
-                if let Err(e) = written {
-                    return ConnectionEnd::Io(e);
-                }
-            }
-            Err(LinkError::Closed) => return ConnectionEnd::PeerClosed,
-            Err(e) => return ConnectionEnd::Protocol(e),
+            l.handle_input(&mut bus, clock.now(), &buf[..n])
+                // replies due now go out from here unless another thread is writing
+                .map(|()| tx.take(&mut l))
+        };
+        // the reply first, then the waiters (the gadget's threads, the writer): on a loaded
+        // machine the woken threads would otherwise run before the write (contract P4)
+        let r = match r {
+            Ok(Some(bytes)) => tx.write_taken(bytes).map_err(ConnectionEnd::Io),
+            Ok(None) => Ok(()),
+            Err(LinkError::Closed) => Err(ConnectionEnd::PeerClosed),
+            Err(e) => Err(ConnectionEnd::Protocol(e)),
+        };
+        shared.notify();
+        if let Err(end) = r {
+            return end;
         }
     }
 }
 
-/// Writes replies as they become due; returns why it stopped, if it knows better than the
-/// reader (gadget closed, write error).
+/// Writes replies no other thread wrote and serves the controller's timers; returns why it
+/// stopped, if it knows better than the reader (gadget closed, write error).
 fn write_loop<S: Stream>(
     shared: &Arc<SharedBus>,
-    link: &Mutex<Link>,
-    mut stream: S,
+    tx: &Tx<S>,
     clock: Clock,
-    writing: &AtomicBool,
 ) -> Option<ConnectionEnd> {
+    let link = &*tx.link;
     loop {
         // the next controller timer, or a slow poll that also catches a missed wakeup
         let timer = shared.lock().poll_timeout();
@@ -246,8 +430,8 @@ fn write_loop<S: Stream>(
                 if let Err(e) = l.collect(bus) {
                     return Some(Next::Stop(Some(e.into())));
                 }
-                if l.has_output() && !writing.swap(true, Ordering::SeqCst) {
-                    return Some(Next::Write(l.poll_transmit()));
+                if let Some(bytes) = tx.take(&mut l) {
+                    return Some(Next::Write(bytes));
                 }
                 if l.is_closed() {
                     return Some(Next::Stop(None));
@@ -269,22 +453,19 @@ fn write_loop<S: Stream>(
             .unwrap_or(Next::Tick);
         match next {
             Next::Write(bytes) => {
-                let written = stream.write_all(&bytes);
-                writing.store(false, Ordering::SeqCst);
-                if let Err(e) = written {
-                    stream.shutdown_both();
+                if let Err(e) = tx.write_taken(bytes) {
                     return Some(ConnectionEnd::Io(e));
                 }
             }
             Next::Stop(why) => {
                 // the reader is woken by the shutdown and ends the connection
-                stream.shutdown_both();
+                tx.control.shutdown_both();
                 return why;
             }
             Next::Tick => {
                 let r = shared.with(|bus| lock(link).handle_timeout(bus, clock.now()));
                 if let Err(e) = r {
-                    stream.shutdown_both();
+                    tx.control.shutdown_both();
                     return Some(e.into());
                 }
             }
@@ -354,6 +535,7 @@ impl ConnectionHandle {
         stream: S,
         clock: Clock,
         span: tracing::Span,
+        flush: ClientFlush,
         on_end: impl FnOnce() + Send + 'static,
     ) -> io::Result<ConnectionHandle> {
         let closer_stream = stream.try_clone_stream()?;
@@ -366,7 +548,7 @@ impl ConnectionHandle {
             thread::Builder::new()
                 .name("usbip-rx".into())
                 .spawn(move || {
-                    let end = serve(&shared, link, stream, clock, span);
+                    let end = serve(&shared, link, stream, clock, span, &flush);
                     on_end();
                     end
                 })?
@@ -424,5 +606,242 @@ impl Drop for ConnectionHandle {
             self.close();
             let _ = self.join_inner();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writing-flag handoff (module doc, "Who writes") on a link without a gadget: every
+    //! CMD_SUBMIT to a missing endpoint is answered at once (contract U12), which gives each
+    //! input exactly one reply to write.
+    use super::*;
+    use crate::link::{Budget, LinkConfig};
+    use rawgadget_uapi::Speed;
+    use rawgadget_usbip::wire::Direction;
+    use rawgadget_usbip::UrbShape;
+    use rawgadget_usbip::{CmdSubmit, CmdSubmitRepr, DevicePdu, HostDecoder, HostPdu, HostStep};
+    use std::sync::{Condvar, MutexGuard};
+
+    /// A stream that records what is written; a write can be held at a gate.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        written: Arc<Mutex<Vec<u8>>>,
+        gate: Arc<(Mutex<Gate>, Condvar)>,
+    }
+
+    #[derive(Default)]
+    struct Gate {
+        closed: bool,
+        waiting: bool,
+    }
+
+    impl Recorder {
+        fn gate(&self) -> MutexGuard<'_, Gate> {
+            self.gate.0.lock().unwrap()
+        }
+        fn close_gate(&self) {
+            self.gate().closed = true;
+        }
+        fn open_gate(&self) {
+            self.gate().closed = false;
+            self.gate.1.notify_all();
+        }
+        /// Waits until a write is held at the gate.
+        fn wait_held(&self) {
+            let mut g = self.gate();
+            while !g.waiting {
+                g = self.gate.1.wait(g).unwrap();
+            }
+        }
+    }
+
+    impl Read for Recorder {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            let mut g = self.gate();
+            while g.closed {
+                g.waiting = true;
+                self.gate.1.notify_all();
+                g = self.gate.1.wait(g).unwrap();
+            }
+            g.waiting = false;
+            drop(g);
+            // a socket write takes time: widens the window in which other threads make replies
+            thread::sleep(Duration::from_micros(20));
+            self.written.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Recorder {
+        fn try_clone_stream(&self) -> io::Result<Self> {
+            Ok(self.clone())
+        }
+        fn shutdown_both(&self) {}
+        fn set_read_timeout_to(&self, _: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        bus: Arc<SharedBus>,
+        tx: Arc<Tx<Recorder>>,
+        recorder: Recorder,
+        host: Mutex<HostDecoder>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let bus = SharedBus::new(Bus::with_personality(crate::usbip_personality(Speed::High)));
+            let link = Arc::new(Mutex::new(Link::attached(LinkConfig {
+                budget: Budget::LOCAL_VHCI,
+                second_reset: false,
+            })));
+            bus.with(|b| lock(&link).attach(b, Instant::ZERO));
+            let recorder = Recorder::default();
+            let tx = Arc::new(Tx {
+                link,
+                stream: Mutex::new(recorder.clone()),
+                control: recorder.clone(),
+                writing: AtomicBool::new(false),
+            });
+            Fixture {
+                bus,
+                tx,
+                recorder,
+                host: Mutex::new(HostDecoder::new()),
+            }
+        }
+
+        /// A bulk IN CMD_SUBMIT on endpoint 1 (never enabled), as the reader feeds it; returns
+        /// the replies this thread took.
+        fn input(&self, seqnum: u32) -> Option<Vec<u8>> {
+            self.input_with(|| seqnum)
+        }
+
+        /// As [`Fixture::input`], the seqnum chosen under the bus lock (inputs reach the link
+        /// in seqnum order).
+        fn input_with(&self, seqnum: impl FnOnce() -> u32) -> Option<Vec<u8>> {
+            let mut bus = self.bus.lock();
+            let seqnum = seqnum();
+            let header = CmdSubmitRepr {
+                seqnum,
+                devid: 0x0001_0002,
+                direction: Direction::In,
+                ep: 1,
+                transfer_flags: 0x200,
+                transfer_buffer_length: 64,
+                start_frame: 0,
+                number_of_packets: 0,
+                interval: 0,
+                setup: [0; 8],
+            };
+            self.host
+                .lock()
+                .unwrap()
+                .submitted(seqnum, UrbShape::of(&header, false));
+            let bytes = DevicePdu::Submit(CmdSubmit {
+                header,
+                data: Vec::new(),
+                iso_packets: Vec::new(),
+            })
+            .to_vec();
+            let mut l = lock(&self.tx.link);
+            l.handle_input(&mut bus, Instant::ZERO, &bytes)
+                .expect("input accepted");
+            self.tx.take(&mut l)
+        }
+
+        /// The seqnums of the RET_SUBMITs written, in order, decoded as vhci would.
+        fn written_seqnums(&self) -> Vec<u32> {
+            let bytes = self.recorder.written.lock().unwrap().clone();
+            let mut host = self.host.lock().unwrap();
+            let mut rest = &bytes[..];
+            let mut seqnums = Vec::new();
+            while !rest.is_empty() {
+                let (used, step) = host.decode(rest).expect("vhci accepts every reply");
+                rest = &rest[used..];
+                match step {
+                    HostStep::Pdu(HostPdu::RetSubmit { header, .. }) => seqnums.push(header.seqnum),
+                    HostStep::Pdu(p) => panic!("unexpected reply {p:?}"),
+                    HostStep::NeedMore(n) => panic!("a reply cut short, {n} bytes missing"),
+                }
+            }
+            seqnums
+        }
+    }
+
+    /// contract P4 (module doc "Who writes"): a reply made while another thread writes is not
+    /// taken by its maker; the writing thread finds it under the link lock before it clears
+    /// the flag, and writes it after its own.
+    #[test]
+    fn p4_reply_made_during_a_write_is_written_by_the_writing_thread() {
+        let f = Arc::new(Fixture::new());
+        let first = f
+            .input(1)
+            .expect("nobody writes: the maker takes its reply");
+        f.recorder.close_gate();
+        let writer = {
+            let f = f.clone();
+            thread::spawn(move || f.tx.write_taken(first))
+        };
+        f.recorder.wait_held();
+        assert_eq!(
+            f.input(2),
+            None,
+            "the flag is held: the reply stays in the link"
+        );
+        assert!(f.tx.writing.load(Ordering::SeqCst));
+        f.recorder.open_gate();
+        writer.join().unwrap().unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+        assert!(!f.tx.writing.load(Ordering::SeqCst), "flag released");
+        assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4: threads racing to make and write replies (the reader, client threads,
+    /// the writer) write every reply exactly once, in the order the link made them (two
+    /// threads writing at once would interleave them), and leave the flag clear.
+    #[test]
+    fn p4_racing_writers_strand_nothing_and_keep_the_order() {
+        let f = Arc::new(Fixture::new());
+        let next = Arc::new(std::sync::atomic::AtomicU32::new(1));
+        const PER_THREAD: u32 = 500;
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (f, next) = (f.clone(), next.clone());
+                thread::spawn(move || {
+                    for _ in 0..PER_THREAD {
+                        let taken = f.input_with(|| next.fetch_add(1, Ordering::SeqCst));
+                        if let Some(bytes) = taken {
+                            f.tx.write_taken(bytes).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let written = f.written_seqnums();
+        assert_eq!(
+            written.len(),
+            3 * PER_THREAD as usize,
+            "every reply written once"
+        );
+        assert!(
+            written.windows(2).all(|w| w[0] < w[1]),
+            "replies leave in the order the link made them"
+        );
+        assert!(!f.tx.writing.load(Ordering::SeqCst));
+        assert!(!lock(&f.tx.link).has_output());
     }
 }

@@ -47,6 +47,7 @@ use std::thread::{self, Thread};
 use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, Payload};
 use rawgadget_loopback::{Bus, InlineStepId, SharedBus};
 use rawgadget_uapi::{Errno, Speed, UsbRawEpIo, UsbRawInit, UDC_NAME_LENGTH_MAX};
+use rawgadget_usbip_udc::ClientFlush;
 
 use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::cancel::{CancelHandle, Wake};
@@ -59,6 +60,10 @@ use crate::Direction;
 #[derive(Debug)]
 pub struct InProcess {
     shared: Arc<SharedBus>,
+    /// After each client operation, under the bus lock: the USB/IP link's flush, so that this
+    /// thread writes the replies its operation produced instead of waking the link's writer
+    /// thread (contract P4; `rawgadget_usbip_udc::driver`, "Who writes").
+    after_op: Option<ClientFlush>,
 }
 
 impl InProcess {
@@ -70,6 +75,7 @@ impl InProcess {
         (
             InProcess {
                 shared: shared.clone(),
+                after_op: None,
             },
             shared,
         )
@@ -77,7 +83,19 @@ impl InProcess {
 
     /// A backend on an existing bus (for example one with another controller personality).
     pub fn with_bus(shared: Arc<SharedBus>) -> InProcess {
-        InProcess { shared }
+        InProcess {
+            shared,
+            after_op: None,
+        }
+    }
+
+    /// A backend on a USB/IP device's bus whose client threads write the replies their
+    /// operations produce ([`ClientFlush`]).
+    pub(crate) fn with_usbip_flush(shared: Arc<SharedBus>, flush: ClientFlush) -> InProcess {
+        InProcess {
+            shared,
+            after_op: Some(flush),
+        }
     }
 
     /// The bus this backend runs on.
@@ -86,7 +104,24 @@ impl InProcess {
     }
 
     fn submit(&self, op: ClientOp) -> Result<OpResult, OpId> {
-        submit(&self.shared, op)
+        let Some(flush) = &self.after_op else {
+            return submit(&self.shared, op);
+        };
+        let mut bus = self.shared.lock();
+        let r = match bus.client(op) {
+            Outcome::Done(r) => Ok(r),
+            Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
+        };
+        let pending = flush.collect(&mut bus);
+        drop(bus);
+        // outside the bus lock (the writing flag keeps replies in order), and before the
+        // waiters are woken: the reply is on its way before the link's writer thread, woken
+        // by every change, competes for the CPU
+        if let Some(p) = pending {
+            p.write();
+        }
+        self.shared.notify();
+        r
     }
 
     fn immediate(&self, op: ClientOp) -> OpResult {

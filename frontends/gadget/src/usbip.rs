@@ -30,8 +30,14 @@ use crate::InProcess;
 
 impl InProcess {
     /// A backend on a fresh bus whose host is a USB/IP importer (see the module doc).
+    ///
+    /// Its calls write the USB/IP replies they produce themselves when the device is attached
+    /// to the local vhci (an EP_WRITE that completes the host's IN URB sends its RET_SUBMIT
+    /// before returning), which saves a thread switch per URB (contract P4).
     pub fn usbip(config: UsbipConfig) -> (InProcess, UsbipDevice) {
         let device = UsbipDevice::new(config);
-        (InProcess::with_bus(device.bus().clone()), device)
+        let backend =
+            InProcess::with_usbip_flush(device.bus().clone(), device.client_flush().clone());
+        (backend, device)
     }
 }
