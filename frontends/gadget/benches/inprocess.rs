@@ -13,6 +13,9 @@
 //! over), or same-thread through `InlineTransfers`. The host keeps 1 or 16 URBs queued; with
 //! 16 it reaps completions in batches.
 
+mod common;
+use common::{config_descriptor, endpoint_descriptor, BULK_IN, BULK_OUT, DEVICE};
+
 use std::hint::black_box;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Barrier};
@@ -20,36 +23,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rawgadget::inprocess::{InlineEvents, InlineTransfers};
-use rawgadget::{
-    has_in_data_stage, Endpoint, EndpointAddress, EndpointDescriptor, Event, Gadget, InProcess,
-    IoFlags, Speed, TransferType,
-};
+use rawgadget::{has_in_data_stage, Endpoint, Event, Gadget, InProcess, IoFlags, Speed};
 use rawgadget_loopback::{Host, HostConfig, HostPort, Threaded};
 use rawgadget_udc::Urb;
 
 const VENDOR_IN: u8 = 0x5c;
 const VENDOR_OUT: u8 = 0x5b;
 const CONTROL_IN_LEN: u16 = 8;
-const BULK_IN: [u8; 7] = [7, 5, 0x81, 2, 0x00, 0x02, 0];
-const BULK_OUT: [u8; 7] = [7, 5, 0x02, 2, 0x00, 0x02, 0];
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// bcdUSB 2.00, vendor class, VID:PID 1d6b:0104, one configuration, no strings.
-const DEVICE: [u8; 18] = [
-    18, 1, 0x00, 0x02, 0xff, 0, 0, 64, 0x6b, 0x1d, 0x04, 0x01, 0, 1, 0, 0, 0, 1,
-];
-
-fn config_descriptor() -> Vec<u8> {
-    let mut c = vec![9, 2, 32, 0, 1, 1, 0, 0x80, 50];
-    c.extend_from_slice(&[9, 4, 0, 0, 2, 0xff, 0, 0, 0]);
-    c.extend_from_slice(&BULK_IN);
-    c.extend_from_slice(&BULK_OUT);
-    c
-}
-
-fn endpoint_descriptor(bytes: &[u8; 7]) -> EndpointDescriptor {
-    EndpointDescriptor::new(EndpointAddress(bytes[2]), TransferType::Bulk, 512, 0)
-}
 
 /// The device program's ep0 handler: descriptors, SET_CONFIGURATION (enables the two bulk
 /// endpoints and hands them out), the vendor IN request (EP0_WRITE) and the vendor OUT request

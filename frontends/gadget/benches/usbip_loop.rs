@@ -13,6 +13,9 @@
 //!
 //! `cargo bench -p rawgadget --bench usbip_loop` (`-- --quick` for fewer, shorter runs).
 
+mod common;
+use common::{config_descriptor, endpoint_descriptor, BULK_IN, BULK_OUT, DEVICE};
+
 use std::hint::black_box;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -20,37 +23,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rawgadget::usbip::{Budget, UsbipConfig};
-use rawgadget::{
-    has_in_data_stage, Endpoint, EndpointAddress, EndpointDescriptor, Event, Gadget, InProcess,
-    Speed, TransferType,
-};
+use rawgadget::{has_in_data_stage, Endpoint, Event, Gadget, InProcess, Speed};
 use rawgadget_loopback::{Host, HostConfig, HostPort};
 use rawgadget_udc::Urb;
 use rawgadget_usbip_udc::fake_vhci::FakeVhci;
 
 const VENDOR_IN: u8 = 0x5c;
-const BULK_IN: [u8; 7] = [7, 5, 0x81, 2, 0x00, 0x02, 0];
-const BULK_OUT: [u8; 7] = [7, 5, 0x02, 2, 0x00, 0x02, 0];
 const SIZE: usize = 1024;
 const CONTROL_IN_LEN: u16 = 8;
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// bcdUSB 2.00, vendor class, VID:PID 1d6b:0104, one configuration, no strings.
-const DEVICE: [u8; 18] = [
-    18, 1, 0x00, 0x02, 0xff, 0, 0, 64, 0x6b, 0x1d, 0x04, 0x01, 0, 1, 0, 0, 0, 1,
-];
-
-fn config_descriptor() -> Vec<u8> {
-    let mut c = vec![9, 2, 32, 0, 1, 1, 0, 0x80, 50];
-    c.extend_from_slice(&[9, 4, 0, 0, 2, 0xff, 0, 0, 0]);
-    c.extend_from_slice(&BULK_IN);
-    c.extend_from_slice(&BULK_OUT);
-    c
-}
-
-fn endpoint_descriptor(bytes: &[u8; 7]) -> EndpointDescriptor {
-    EndpointDescriptor::new(EndpointAddress(bytes[2]), TransferType::Bulk, 512, 0)
-}
 
 /// The event thread: descriptors, SET_CONFIGURATION (enables both bulk endpoints and starts a
 /// thread on each, as Gadget Zero's source/sink does), the vendor IN request (EP0_WRITE).
