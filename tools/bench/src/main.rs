@@ -116,6 +116,10 @@ enum Cmd {
     Run { scenarios: Vec<String> },
     /// Run every scenario and write docs/bench-results.md.
     All,
+    /// Print the table and the comparisons again from saved run directories
+    /// (`<cache>/runs/<id>-<scenario>`, each with its results.jsonl), without booting: to read
+    /// an older run with the current report, or several runs side by side.
+    Report { run_dirs: Vec<PathBuf> },
 }
 
 /// A scenario as the runner knows it.
@@ -688,6 +692,16 @@ fn floor_and_throughput(c: &Collected) -> String {
             s.push_str(&format!("- {line}\n"));
         }
     }
+    if let Some((t, verdicts)) = report::usbip_targets(c) {
+        let count =
+            |want: report::TargetVerdict| verdicts.iter().filter(|(_, v)| *v == want).count();
+        s.push_str(&format!(
+            "\n### Issue 5 speed targets per case: {} met, {} missed where the null-device floor misses too, {} missed by our own cost ((a), (b) from the usbtest-dummy boot; (c), (n) from usbtest-usbip)\n\n{t}",
+            count(report::TargetVerdict::Met),
+            count(report::TargetVerdict::MissedFloorToo),
+            count(report::TargetVerdict::Missed),
+        ));
+    }
     s
 }
 
@@ -899,6 +913,20 @@ fn main() -> Result<()> {
                     if s.in_all { "" } else { " (not in `all`)" }
                 );
             }
+            return Ok(());
+        }
+        Cmd::Report { run_dirs } => {
+            if run_dirs.is_empty() {
+                bail!("name run directories (under {}/runs)", cache.display());
+            }
+            let mut collected = Collected::default();
+            for dir in run_dirs {
+                let path = dir.join("results.jsonl");
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                collected.add(&report::parse_records(&text));
+            }
+            print_summary(&[], &collected);
             return Ok(());
         }
         Cmd::Prepare => Vec::new(),
