@@ -79,6 +79,13 @@ pub enum Record {
         bulk_in_mbps: Vec<f64>,
         bulk_out_mbps: Vec<f64>,
         control_per_s: Vec<f64>,
+        /// usbtest's own bulk throughput per run, measured the way real-kernel-bench.md measured
+        /// its reference figures (case 2 IN / case 1 OUT, size 65536, `USBTEST_THROUGHPUT_COUNT`
+        /// URBs, in the kernel: no usbfs copy). Empty in records of older runs.
+        #[serde(default)]
+        usbtest_in_mbps: Vec<f64>,
+        #[serde(default)]
+        usbtest_out_mbps: Vec<f64>,
         #[serde(default)]
         error: Option<String>,
     },

@@ -42,6 +42,13 @@ use crate::sysfs::{self, UsbDevice};
 use crate::usbfs::Device;
 use crate::usbtest;
 
+/// usbtest URBs per throughput run and direction, as in real-kernel-bench.md's reference
+/// throughput (usbtest count 200, size 65536: 13.1 MB).
+pub const USBTEST_THROUGHPUT_COUNT: u32 = 200;
+/// What the report names the usbtest figures as.
+pub const USBTEST_DESCRIPTION: &str = "usbtest case 2 (IN) and case 1 (OUT), size 65536, \
+     count 200 per run, pattern=1: the method of real-kernel-bench.md's reference figures";
+
 /// Bytes per bulk transfer (issue 5: 64 KiB transfers).
 pub const TRANSFER_BYTES: usize = 64 << 10;
 /// Bulk transfers per run and direction (4 MiB).
@@ -67,6 +74,28 @@ pub struct Figures {
     pub bulk_in_mbps: Vec<f64>,
     pub bulk_out_mbps: Vec<f64>,
     pub control_per_s: Vec<f64>,
+    pub usbtest_in_mbps: Vec<f64>,
+    pub usbtest_out_mbps: Vec<f64>,
+}
+
+/// One run of usbtest's own bulk throughput on `dev` (usbtest bound to interface 0): case 2 then
+/// case 1 with 64 KiB URBs, MB/s from usbtest's duration, appended to `f`.
+fn usbtest_run(dev: &UsbDevice, f: &mut Figures) -> Result<()> {
+    let usb = Device::open(&dev.devnode())
+        .with_context(|| format!("opening {}", dev.devnode().display()))?;
+    for (case, out) in [(2, &mut f.usbtest_in_mbps), (1, &mut f.usbtest_out_mbps)] {
+        let params = usbtest::CaseParams {
+            case,
+            iterations: USBTEST_THROUGHPUT_COUNT,
+            length: TRANSFER_BYTES as u32,
+            vary: 0,
+            sglen: 8,
+        };
+        let d = usbtest::run_case(&usb, 0, params)
+            .map_err(|e| anyhow!("usbtest case {case}, size 65536: {}", errno_name(e)))?;
+        out.push(mbps(TRANSFER_BYTES * USBTEST_THROUGHPUT_COUNT as usize, d));
+    }
+    Ok(())
 }
 
 fn mbps(bytes: usize, d: Duration) -> f64 {
@@ -191,8 +220,11 @@ impl Drop for Claimed {
 /// # Errors
 /// As [`Claimed::open`] and [`Claimed::run_once`].
 pub fn measure(dev: &UsbDevice, runs: u32) -> Result<Figures> {
-    let mut c = Claimed::open(dev)?;
     let mut f = Figures::default();
+    for _ in 0..runs {
+        usbtest_run(dev, &mut f)?;
+    }
+    let mut c = Claimed::open(dev)?;
     for _ in 0..runs {
         c.run_once(&mut f)?;
     }
@@ -205,11 +237,16 @@ pub fn measure(dev: &UsbDevice, runs: u32) -> Result<Figures> {
 /// # Errors
 /// The first failure of any device.
 pub fn measure_interleaved(devs: &[&UsbDevice], runs: u32) -> Result<Vec<Figures>> {
+    let mut figures = vec![Figures::default(); devs.len()];
+    for _ in 0..runs {
+        for (d, f) in devs.iter().zip(&mut figures) {
+            usbtest_run(d, f)?;
+        }
+    }
     let mut claimed = devs
         .iter()
         .map(|d| Claimed::open(d))
         .collect::<Result<Vec<_>>>()?;
-    let mut figures = vec![Figures::default(); devs.len()];
     for _ in 0..runs {
         for (c, f) in claimed.iter_mut().zip(&mut figures) {
             c.run_once(f)?;
@@ -235,10 +272,12 @@ fn report(rep: &Reporter, sub: &str, runs: u32, r: Result<Figures>) {
             note(
                 rep,
                 format!(
-                    "throughput ({sub}): bulk IN {:.1} MB/s, bulk OUT {:.1} MB/s, {:.0} control round trips/s (medians of {runs})",
+                    "throughput ({sub}): bulk IN {:.1} MB/s, bulk OUT {:.1} MB/s, {:.0} control round trips/s; usbtest 64 KiB IN {:.1} MB/s, OUT {:.1} MB/s (medians of {runs})",
                     median(&f.bulk_in_mbps),
                     median(&f.bulk_out_mbps),
-                    median(&f.control_per_s)
+                    median(&f.control_per_s),
+                    median(&f.usbtest_in_mbps),
+                    median(&f.usbtest_out_mbps)
                 ),
             );
             (f, None)
@@ -256,6 +295,8 @@ fn report(rep: &Reporter, sub: &str, runs: u32, r: Result<Figures>) {
         bulk_in_mbps: figures.bulk_in_mbps,
         bulk_out_mbps: figures.bulk_out_mbps,
         control_per_s: figures.control_per_s,
+        usbtest_in_mbps: figures.usbtest_in_mbps,
+        usbtest_out_mbps: figures.usbtest_out_mbps,
         error,
     });
 }
