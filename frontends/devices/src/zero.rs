@@ -26,7 +26,7 @@ use rawgadget::usb::speed::{bulk_max_packet, max_packet_limit};
 use rawgadget::usb::{ConfigurationBuilder, DeviceDescriptor, RequestType};
 use rawgadget::{
     ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
-    Gadget, Speed, TransferType,
+    EpBuffer, Gadget, Speed, TransferType,
 };
 use tracing::{debug, warn};
 
@@ -304,12 +304,14 @@ fn keep_going(ep: &Endpoint, e: &rawgadget::Error, stats: &ZeroStats, failures: 
     true
 }
 
+/// Writes the pattern forever. One buffer for the thread's life, filled once (a write leaves it
+/// unchanged): each transfer is then one ioctl on a device node.
 fn source_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &ZeroStats) {
-    let mut buf = vec![0u8; size];
+    let mut buf = EpBuffer::new(size);
     pattern.fill(&mut buf, mp);
     let mut failures = 0;
     loop {
-        match ep.write(&buf) {
+        match ep.write_buf(&mut buf) {
             Ok(n) => {
                 failures = 0;
                 stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -320,13 +322,13 @@ fn source_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &
     }
 }
 
-/// Reads forever; counts bytes, and pattern errors when `pattern` is given.
+/// Reads forever into one buffer; counts bytes, and pattern errors when `pattern` is given.
 fn sink_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Option<Pattern>, stats: &ZeroStats) {
-    let mut buf = vec![0u8; size];
+    let mut buf = EpBuffer::new(size);
     let mut failures = 0;
     let mut logged = 0;
     loop {
-        match ep.read_into(&mut buf) {
+        match ep.read_buf(&mut buf) {
             Ok(n) => {
                 failures = 0;
                 let Some(pattern) = pattern else {
