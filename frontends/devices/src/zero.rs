@@ -13,11 +13,15 @@
 //! and 0x5c (IN) store and return up to 4096 bytes, `g_zero`'s ep0 buffer
 //! (`USB_COMP_EP0_BUFSIZ`); usbtest cases 14/21 write then read them back. One thread per
 //! endpoint; a bus reset, SET_CONFIGURATION or SET_INTERFACE stops them (cancel, join,
-//! disable) and starts them again as needed.
+//! disable) and starts them again as needed, acknowledging the request once the new threads are
+//! about to queue their first transfer. Each thread keeps one [`EpBuffer`] for its life, so a
+//! transfer on a device node is one ioctl.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rawgadget::usb::class::USB_CLASS_VENDOR_SPEC;
 use rawgadget::usb::descriptor::attributes::{USB_CONFIG_ATT_ONE, USB_CONFIG_ATT_SELFPOWER};
@@ -26,7 +30,7 @@ use rawgadget::usb::speed::{bulk_max_packet, max_packet_limit};
 use rawgadget::usb::{ConfigurationBuilder, DeviceDescriptor, RequestType};
 use rawgadget::{
     ControlRequest, Direction, Endpoint, EndpointAddress, EndpointAllocator, EndpointDescriptor,
-    Gadget, Speed, TransferType,
+    EpBuffer, Gadget, Speed, TransferType,
 };
 use tracing::{debug, warn};
 
@@ -69,6 +73,11 @@ impl Default for ZeroConfig {
         }
     }
 }
+
+/// How long SET_CONFIGURATION / SET_INTERFACE waits for the new endpoint threads to reach
+/// their first transfer before the request is acknowledged (a bound, not a delay: usually they
+/// are ready in a few milliseconds).
+const READY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Counters of a running Gadget Zero, shared with its endpoint threads.
 #[derive(Debug, Default)]
@@ -254,17 +263,32 @@ impl SourceSink {
 
     fn start_alt(&mut self, gadget: &Gadget, alt: u8) -> Result<(), DeviceError> {
         let speed = gadget.speed();
+        let (ready_tx, ready_rx) = channel();
         for d in self.endpoints(alt, speed) {
             let ep = gadget.enable(&d)?;
-            let thread = self.spawn_worker(ep.clone())?;
+            let thread = self.spawn_worker(ep.clone(), ready_tx.clone())?;
             self.workers.push(Worker { ep, thread });
+        }
+        drop(ready_tx);
+        // The request is acknowledged once every endpoint thread is about to queue its first
+        // transfer, as f_sourcesink queues its requests inside set_alt: the host's first
+        // transfer after SET_INTERFACE then finds a request waiting rather than a thread still
+        // starting (under emulation that start took milliseconds, inside usbtest's timing).
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for _ in 0..self.workers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if ready_rx.recv_timeout(left).is_err() {
+                debug!("endpoint threads not all ready in time; acknowledging anyway");
+                break;
+            }
         }
         self.alt = alt;
         debug!(alt, endpoints = self.workers.len(), "altsetting started");
         Ok(())
     }
 
-    fn spawn_worker(&self, ep: Endpoint) -> Result<JoinHandle<()>, DeviceError> {
+    /// Starts the endpoint's thread; it sends on `ready` just before its first transfer.
+    fn spawn_worker(&self, ep: Endpoint, ready: Sender<()>) -> Result<JoinHandle<()>, DeviceError> {
         let mp = usize::from(ep.max_packet());
         let size = match ep.transfer_type() {
             TransferType::Bulk => round_to_packets(self.config.req_size, mp),
@@ -279,8 +303,8 @@ impl SourceSink {
         std::thread::Builder::new()
             .name(name)
             .spawn(move || match ep.direction() {
-                Direction::In => source_loop(&ep, size, mp, pattern, &stats),
-                Direction::Out => sink_loop(&ep, size, mp, check.then_some(pattern), &stats),
+                Direction::In => source_loop(&ep, size, mp, pattern, &stats, ready),
+                Direction::Out => sink_loop(&ep, size, mp, check.then_some(pattern), &stats, ready),
             })
             .map_err(|e| DeviceError::Config(format!("cannot spawn an endpoint thread: {e}")))
     }
@@ -304,12 +328,24 @@ fn keep_going(ep: &Endpoint, e: &rawgadget::Error, stats: &ZeroStats, failures: 
     true
 }
 
-fn source_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &ZeroStats) {
-    let mut buf = vec![0u8; size];
+/// Writes the pattern forever. One buffer for the thread's life, filled once (a write leaves it
+/// unchanged): each transfer is then one ioctl on a device node.
+/// `ready` is told just before the first transfer.
+fn source_loop(
+    ep: &Endpoint,
+    size: usize,
+    mp: usize,
+    pattern: Pattern,
+    stats: &ZeroStats,
+    ready: Sender<()>,
+) {
+    let mut buf = EpBuffer::new(size);
     pattern.fill(&mut buf, mp);
+    // The starter may have given up waiting: nothing to do then.
+    let _ = ready.send(());
     let mut failures = 0;
     loop {
-        match ep.write(&buf) {
+        match ep.write_buf(&mut buf) {
             Ok(n) => {
                 failures = 0;
                 stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -320,13 +356,22 @@ fn source_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Pattern, stats: &
     }
 }
 
-/// Reads forever; counts bytes, and pattern errors when `pattern` is given.
-fn sink_loop(ep: &Endpoint, size: usize, mp: usize, pattern: Option<Pattern>, stats: &ZeroStats) {
-    let mut buf = vec![0u8; size];
+/// Reads forever into one buffer; counts bytes, and pattern errors when `pattern` is given.
+/// `ready` is told just before the first transfer.
+fn sink_loop(
+    ep: &Endpoint,
+    size: usize,
+    mp: usize,
+    pattern: Option<Pattern>,
+    stats: &ZeroStats,
+    ready: Sender<()>,
+) {
+    let mut buf = EpBuffer::new(size);
+    let _ = ready.send(());
     let mut failures = 0;
     let mut logged = 0;
     loop {
-        match ep.read_into(&mut buf) {
+        match ep.read_buf(&mut buf) {
             Ok(n) => {
                 failures = 0;
                 let Some(pattern) = pattern else {

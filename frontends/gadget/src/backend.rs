@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use rawgadget_uapi::{Errno, Speed, UsbRawEpCaps, UsbRawEpInfo, USB_RAW_EP_ADDR_ANY};
+use rawgadget_uapi::{Errno, Speed, UsbRawEpCaps, UsbRawEpInfo, UsbRawEpIo, USB_RAW_EP_ADDR_ANY};
 
 use crate::CancelHandle;
 
@@ -33,6 +33,87 @@ impl IoFlags {
     /// `USB_RAW_IO_FLAGS_ZERO`: end an IN transfer whose length is a multiple of maxpacket with a
     /// zero-length packet.
     pub const ZERO: IoFlags = IoFlags(rawgadget_uapi::USB_RAW_IO_FLAGS_ZERO);
+}
+
+/// A reusable transfer buffer laid out as the device node wants it: room for the 8-byte
+/// `usb_raw_ep_io` header, then the payload (spec §1.3).
+///
+/// Kept by an endpoint thread across transfers, it makes each EP_READ / EP_WRITE on a
+/// [`DeviceNode`](crate::DeviceNode) one ioctl on this memory: no allocation, no zero-fill, no
+/// copy in or out, as C raw gadget programs do with one `usb_raw_ep_io` per thread. Other
+/// backends see the payload as a plain slice. It dereferences to the payload.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EpBuffer {
+    /// The header room followed by the payload.
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for EpBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpBuffer")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl EpBuffer {
+    /// Bytes in front of the payload: `sizeof(struct usb_raw_ep_io)`.
+    const HEADER: usize = UsbRawEpIo::SIZE;
+
+    /// A payload of `len` zero bytes. Reads fill up to `len` bytes; writes send all `len`.
+    pub fn new(len: usize) -> EpBuffer {
+        EpBuffer {
+            bytes: vec![0; Self::HEADER + len],
+        }
+    }
+
+    /// The payload length: the transfer length of the next read or write.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - Self::HEADER
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes the payload length, keeping the first bytes; bytes added are zero.
+    pub fn set_len(&mut self, len: usize) {
+        self.bytes.resize(Self::HEADER + len, 0);
+    }
+
+    /// The payload.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[Self::HEADER..]
+    }
+
+    /// The payload, to fill before a write.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[Self::HEADER..]
+    }
+
+    /// For the device node: writes the `usb_raw_ep_io` header for this payload and returns
+    /// the header and payload together, exactly as the I/O ioctls take them.
+    ///
+    /// # Errors
+    /// EINVAL when the payload is longer than `u32::MAX` (the header's `length`).
+    pub(crate) fn ep_io_bytes(&mut self, ep: u16, flags: u16) -> Result<&mut [u8], Errno> {
+        let length = u32::try_from(self.len()).map_err(|_| Errno::EINVAL)?;
+        self.bytes[..Self::HEADER].copy_from_slice(&UsbRawEpIo { ep, flags, length }.to_bytes());
+        Ok(&mut self.bytes)
+    }
+}
+
+impl std::ops::Deref for EpBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::ops::DerefMut for EpBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
 }
 
 /// One event as EVENT_FETCH returns it (`struct usb_raw_event`), before interpretation.
@@ -162,6 +243,34 @@ pub trait Backend: Send + Sync + fmt::Debug {
         }
         (r, buf)
     }
+
+    /// USB_RAW_IOCTL_EP_WRITE of `buf`'s payload; returns the bytes sent. The payload is left
+    /// as it was (a source can fill it once). A device node issues the ioctl on the buffer
+    /// itself; by default, [`Backend::ep_write`] of the payload.
+    fn ep_write_buf(
+        &self,
+        ep: EpHandle,
+        buf: &mut EpBuffer,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno> {
+        self.ep_write(ep, buf.as_slice(), flags, cancel)
+    }
+
+    /// USB_RAW_IOCTL_EP_READ of up to `buf.len()` bytes into `buf`'s payload; returns the
+    /// bytes received, which are the payload's first ones (the rest is unspecified). A device
+    /// node issues the ioctl on the buffer itself; by default, [`Backend::ep_read`] into the
+    /// payload.
+    fn ep_read_buf(
+        &self,
+        ep: EpHandle,
+        buf: &mut EpBuffer,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno> {
+        self.ep_read(ep, buf.as_mut_slice(), flags, cancel)
+    }
+
     /// USB_RAW_IOCTL_CONFIGURE.
     fn configure(&self) -> Result<(), Errno>;
     /// USB_RAW_IOCTL_VBUS_DRAW, in 2 mA units (the unit of a USB 2.0 `bMaxPower`).
@@ -176,4 +285,29 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn clear_halt(&self, ep: EpHandle) -> Result<(), Errno>;
     /// USB_RAW_IOCTL_EP_SET_WEDGE.
     fn set_wedge(&self, ep: EpHandle) -> Result<(), Errno>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// spec §1.3 `struct usb_raw_ep_io`: the bytes an I/O ioctl gets are the header (`ep`,
+    /// `flags`, `length`, little endian) and then the payload, untouched.
+    #[test]
+    fn ep_buffer_is_header_then_payload() {
+        let mut buf = EpBuffer::new(5);
+        buf.copy_from_slice(&[1, 2, 3, 4, 5]);
+        let bytes = buf.ep_io_bytes(0x0102, 0x0001).unwrap().to_vec();
+        assert_eq!(bytes, [2, 1, 1, 0, 5, 0, 0, 0, 1, 2, 3, 4, 5]);
+        assert_eq!(&*buf, &[1, 2, 3, 4, 5]);
+        // A shorter transfer announces the shorter length and keeps the first bytes.
+        buf.set_len(2);
+        assert_eq!(
+            buf.ep_io_bytes(3, 0).unwrap(),
+            &[3, 0, 0, 0, 2, 0, 0, 0, 1, 2]
+        );
+        buf.set_len(4);
+        assert_eq!(buf.as_slice(), &[1, 2, 0, 0]);
+        assert!(EpBuffer::new(0).is_empty());
+    }
 }

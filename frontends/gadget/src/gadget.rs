@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rawgadget_uapi::{event_type, Errno, Speed};
 use tracing::{debug, trace};
 
-use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
+use crate::backend::{Backend, EpBuffer, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::node::{DeviceNode, DEFAULT_NODE};
 use crate::{
     CancelHandle, ControlRequest, Direction, EndpointDescriptor, Error, Result, TransferType,
@@ -471,6 +471,43 @@ impl Endpoint {
                 .ep_write(self.inner.handle, data, flags, &self.inner.cancel),
         )?;
         trace!(len = data.len(), sent = n, "write");
+        Ok(n)
+    }
+
+    /// EP_WRITE of `buf`'s payload (IN endpoints), leaving the payload as it was. Returns
+    /// the bytes sent. The form for endpoint loops: on a device node it is one ioctl on `buf`
+    /// itself, without allocation or copy (see [`EpBuffer`]).
+    pub fn write_buf(&self, buf: &mut EpBuffer) -> Result<usize> {
+        self.write_buf_with(buf, IoFlags::NONE)
+    }
+
+    /// [`write_buf`](Self::write_buf) with flags.
+    pub fn write_buf_with(&self, buf: &mut EpBuffer, flags: IoFlags) -> Result<usize> {
+        let _e = self.inner.span.enter();
+        self.check_direction(Direction::In, "write")?;
+        let g = &self.inner.gadget;
+        let n = self.call(
+            "USB_RAW_IOCTL_EP_WRITE",
+            g.backend
+                .ep_write_buf(self.inner.handle, buf, flags, &self.inner.cancel),
+        )?;
+        trace!(len = buf.len(), sent = n, "write");
+        Ok(n)
+    }
+
+    /// EP_READ of up to `buf.len()` bytes into `buf`'s payload (OUT endpoints). Returns the
+    /// bytes received: `buf[..n]`. On a device node it is one ioctl on `buf` itself, without
+    /// allocation or copy (see [`EpBuffer`]).
+    pub fn read_buf(&self, buf: &mut EpBuffer) -> Result<usize> {
+        let _e = self.inner.span.enter();
+        self.check_direction(Direction::Out, "read")?;
+        let g = &self.inner.gadget;
+        let n = self.call(
+            "USB_RAW_IOCTL_EP_READ",
+            g.backend
+                .ep_read_buf(self.inner.handle, buf, IoFlags::NONE, &self.inner.cancel),
+        )?;
+        trace!(len = buf.len(), received = n, "read");
         Ok(n)
     }
 

@@ -58,7 +58,7 @@ mod node;
 pub mod sys;
 pub mod usbip;
 
-pub use backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
+pub use backend::{Backend, EpBuffer, EpHandle, EpInfo, IoFlags, RawEvent};
 pub use cancel::{CancelHandle, Wake};
 pub use endpoint::{assign_ep_address, dummy_udc_eps, EndpointAllocator};
 pub use error::{Error, Result};

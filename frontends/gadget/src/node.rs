@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rawgadget_uapi::{Errno, Speed, UsbRawInit};
 
-use crate::backend::{Backend, EpHandle, EpInfo, IoFlags, RawEvent};
+use crate::backend::{Backend, EpBuffer, EpHandle, EpInfo, IoFlags, RawEvent};
 use crate::{sys, CancelHandle, Error};
 
 /// The usual path of the raw gadget node.
@@ -150,6 +150,26 @@ impl Backend for DeviceNode {
         self.blocking(cancel, || sys::ep_read(&self.fd, ep.0, buf, flags.0))
     }
 
+    fn ep_write_buf(
+        &self,
+        ep: EpHandle,
+        buf: &mut EpBuffer,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno> {
+        self.blocking(cancel, || sys::ep_write_buf(&self.fd, ep.0, buf, flags.0))
+    }
+
+    fn ep_read_buf(
+        &self,
+        ep: EpHandle,
+        buf: &mut EpBuffer,
+        flags: IoFlags,
+        cancel: &CancelHandle,
+    ) -> Result<usize, Errno> {
+        self.blocking(cancel, || sys::ep_read_buf(&self.fd, ep.0, buf, flags.0))
+    }
+
     fn configure(&self) -> Result<(), Errno> {
         sys::configure(&self.fd)
     }
@@ -210,6 +230,15 @@ mod tests {
         assert_eq!(node.event_fetch(8, &c), Err(Errno::EINTR));
         assert_eq!(
             node.ep_read(EpHandle(0), &mut [0; 8], IoFlags::NONE, &c),
+            Err(Errno::EINTR)
+        );
+        let mut buf = EpBuffer::new(8);
+        assert_eq!(
+            node.ep_read_buf(EpHandle(0), &mut buf, IoFlags::NONE, &c),
+            Err(Errno::EINTR)
+        );
+        assert_eq!(
+            node.ep_write_buf(EpHandle(0), &mut buf, IoFlags::NONE, &c),
             Err(Errno::EINTR)
         );
     }

@@ -11,6 +11,7 @@
 //!   exactly as the C struct.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -21,6 +22,7 @@ use rawgadget_uapi::Errno;
 use rustix::fs::{Mode, OFlags};
 use rustix::ioctl::{ioctl, IntegerSetter, Ioctl, IoctlOutput, NoArg, Opcode};
 
+use crate::backend::EpBuffer;
 use crate::cancel::Wake;
 
 /// Opens a raw gadget node the way raw gadget requires: read-write, blocking (`O_NONBLOCK`
@@ -103,12 +105,46 @@ fn value_arg<const OPCODE: Opcode, F: AsFd>(fd: F, value: u32) -> Result<(), Err
     unsafe { ioctl(fd, IntegerSetter::<OPCODE>::new_usize(value as usize)) }.map_err(errno)
 }
 
-/// Builds an `usb_raw_ep_io` header followed by `payload_len` bytes.
-fn ep_io_buffer(ep: u16, flags: u16, payload_len: usize) -> Result<Vec<u8>, Errno> {
-    let length = u32::try_from(payload_len).map_err(|_| Errno::EINVAL)?;
-    let mut buf = vec![0u8; uapi::UsbRawEpIo::SIZE + payload_len];
-    buf[..8].copy_from_slice(&uapi::UsbRawEpIo { ep, flags, length }.to_bytes());
-    Ok(buf)
+/// Transfers up to this size use the calling thread's scratch buffer; larger ones a buffer of
+/// their own, so that a thread does not keep megabytes after one big transfer.
+const SCRATCH_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Room for one `usb_raw_ep_io` header + payload, reused by the slice-based I/O calls
+    /// (ep0, [`ep_read`], [`ep_write`]): no allocation or zero-fill per call once grown.
+    static SCRATCH: Cell<Option<EpBuffer>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on an [`EpBuffer`] of `payload_len` bytes with unspecified contents: the thread's
+/// scratch buffer for small transfers, else a new one.
+fn with_scratch<R>(payload_len: usize, f: impl FnOnce(&mut EpBuffer) -> R) -> R {
+    let small = payload_len <= SCRATCH_MAX;
+    let mut buf = small
+        .then(|| SCRATCH.try_with(Cell::take).ok().flatten())
+        .flatten()
+        .unwrap_or_else(|| EpBuffer::new(0));
+    buf.set_len(payload_len);
+    let r = f(&mut buf);
+    if small {
+        // Fails only while the thread exits; the buffer is then just dropped.
+        let _ = SCRATCH.try_with(|s| s.set(Some(buf)));
+    }
+    r
+}
+
+/// Issues the I/O ioctl `OPCODE` (EP0_WRITE, EP0_READ, EP_WRITE or EP_READ) for endpoint
+/// handle `ep` on `buf`, header and payload in place; returns the ioctl's byte count.
+fn ep_io<const OPCODE: Opcode, F: AsFd>(
+    fd: F,
+    ep: u16,
+    buf: &mut EpBuffer,
+    flags: u16,
+) -> Result<usize, Errno> {
+    let bytes = buf.ep_io_bytes(ep, flags)?;
+    // SAFETY: `bytes` is the `usb_raw_ep_io` header followed by exactly the `length` payload
+    // bytes it announces; the kernel reads or writes no more than that.
+    let n = unsafe { ioctl(fd, PointerArg::<OPCODE>::new(bytes)) }.map_err(errno)?;
+    Ok(n as usize)
 }
 
 /// USB_RAW_IOCTL_INIT.
@@ -145,21 +181,19 @@ pub fn event_fetch<F: AsFd>(fd: F, capacity: u32) -> Result<(uapi::UsbRawEvent, 
 
 /// USB_RAW_IOCTL_EP0_WRITE; returns the bytes sent.
 pub fn ep0_write<F: AsFd>(fd: F, data: &[u8], flags: u16) -> Result<usize, Errno> {
-    let mut buf = ep_io_buffer(0, flags, data.len())?;
-    buf[8..].copy_from_slice(data);
-    // SAFETY: header + `length` payload bytes, as the kernel reads them.
-    let n = unsafe { ioctl(fd, PointerArg::<EP0_WRITE>::new(&mut buf)) }.map_err(errno)?;
-    Ok(n as usize)
+    with_scratch(data.len(), |buf| {
+        buf.copy_from_slice(data);
+        ep_io::<EP0_WRITE, F>(fd, 0, buf, flags)
+    })
 }
 
 /// USB_RAW_IOCTL_EP0_READ into `out`; returns the bytes received.
 pub fn ep0_read<F: AsFd>(fd: F, out: &mut [u8], flags: u16) -> Result<usize, Errno> {
-    let mut buf = ep_io_buffer(0, flags, out.len())?;
-    // SAFETY: header + `length` bytes of room; the kernel writes at most `length` bytes.
-    let n = unsafe { ioctl(fd, PointerArg::<EP0_READ>::new(&mut buf)) }.map_err(errno)? as usize;
-    let n = n.min(out.len());
-    out[..n].copy_from_slice(&buf[8..8 + n]);
-    Ok(n)
+    with_scratch(out.len(), |buf| {
+        let n = ep_io::<EP0_READ, F>(fd, 0, buf, flags)?.min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        Ok(n)
+    })
 }
 
 /// USB_RAW_IOCTL_EP_ENABLE with the 9-byte descriptor; returns the endpoint handle.
@@ -175,23 +209,46 @@ pub fn ep_disable<F: AsFd>(fd: F, ep: u16) -> Result<(), Errno> {
     value_arg::<EP_DISABLE, F>(fd, u32::from(ep))
 }
 
-/// USB_RAW_IOCTL_EP_WRITE; returns the bytes sent.
+/// USB_RAW_IOCTL_EP_WRITE; returns the bytes sent. Copies `data` into a scratch buffer:
+/// [`ep_write_buf`] avoids the copy.
 pub fn ep_write<F: AsFd>(fd: F, ep: u16, data: &[u8], flags: u16) -> Result<usize, Errno> {
-    let mut buf = ep_io_buffer(ep, flags, data.len())?;
-    buf[8..].copy_from_slice(data);
-    // SAFETY: header + `length` payload bytes, as the kernel reads them.
-    let n = unsafe { ioctl(fd, PointerArg::<EP_WRITE>::new(&mut buf)) }.map_err(errno)?;
-    Ok(n as usize)
+    with_scratch(data.len(), |buf| {
+        buf.copy_from_slice(data);
+        ep_io::<EP_WRITE, F>(fd, ep, buf, flags)
+    })
 }
 
-/// USB_RAW_IOCTL_EP_READ into `out`; returns the bytes received.
+/// USB_RAW_IOCTL_EP_READ into `out`; returns the bytes received. Copies them out of a scratch
+/// buffer: [`ep_read_buf`] avoids the copy.
 pub fn ep_read<F: AsFd>(fd: F, ep: u16, out: &mut [u8], flags: u16) -> Result<usize, Errno> {
-    let mut buf = ep_io_buffer(ep, flags, out.len())?;
-    // SAFETY: header + `length` bytes of room; the kernel writes at most `length` bytes.
-    let n = unsafe { ioctl(fd, PointerArg::<EP_READ>::new(&mut buf)) }.map_err(errno)? as usize;
-    let n = n.min(out.len());
-    out[..n].copy_from_slice(&buf[8..8 + n]);
-    Ok(n)
+    with_scratch(out.len(), |buf| {
+        let n = ep_io::<EP_READ, F>(fd, ep, buf, flags)?.min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        Ok(n)
+    })
+}
+
+/// USB_RAW_IOCTL_EP_WRITE of `buf`'s payload, in place: one ioctl, no allocation, no copy.
+/// The kernel only reads the payload.
+pub fn ep_write_buf<F: AsFd>(
+    fd: F,
+    ep: u16,
+    buf: &mut EpBuffer,
+    flags: u16,
+) -> Result<usize, Errno> {
+    ep_io::<EP_WRITE, F>(fd, ep, buf, flags)
+}
+
+/// USB_RAW_IOCTL_EP_READ into `buf`'s payload, in place; returns the bytes received (the
+/// payload's first ones).
+pub fn ep_read_buf<F: AsFd>(
+    fd: F,
+    ep: u16,
+    buf: &mut EpBuffer,
+    flags: u16,
+) -> Result<usize, Errno> {
+    let n = ep_io::<EP_READ, F>(fd, ep, buf, flags)?;
+    Ok(n.min(buf.len()))
 }
 
 /// USB_RAW_IOCTL_CONFIGURE (argument 0).
@@ -344,13 +401,14 @@ mod tests {
     }
 
     /// Every ioctl wrapper reaches the kernel: on a file that is not a raw gadget node the
-    /// kernel answers ENOTTY for each of the 16, whatever the argument convention.
+    /// kernel answers ENOTTY for each of the 16 (and the in-place I/O forms), whatever the
+    /// argument convention.
     #[test]
     fn every_ioctl_reaches_the_kernel_enotty_on_dev_null() {
         let fd = open(Path::new("/dev/null")).expect("open /dev/null");
         let init_arg =
             uapi::UsbRawInit::new("dummy_udc", "dummy_udc.0", uapi::speed::USB_SPEED_HIGH);
-        let results: [(&str, Result<(), Errno>); 16] = [
+        let results: [(&str, Result<(), Errno>); 18] = [
             ("INIT", init(&fd, &init_arg)),
             ("RUN", run(&fd)),
             ("EVENT_FETCH", event_fetch(&fd, 8).map(drop)),
@@ -363,6 +421,14 @@ mod tests {
             ("EP_DISABLE", ep_disable(&fd, 3)),
             ("EP_WRITE", ep_write(&fd, 1, &[0; 16], 0).map(drop)),
             ("EP_READ", ep_read(&fd, 1, &mut [0; 16], 0).map(drop)),
+            (
+                "EP_WRITE (buffer)",
+                ep_write_buf(&fd, 1, &mut EpBuffer::new(16), 0).map(drop),
+            ),
+            (
+                "EP_READ (buffer)",
+                ep_read_buf(&fd, 1, &mut EpBuffer::new(16), 0).map(drop),
+            ),
             ("CONFIGURE", configure(&fd)),
             ("VBUS_DRAW", vbus_draw(&fd, 50)),
             ("EPS_INFO", eps_info(&fd).map(drop)),
@@ -374,6 +440,28 @@ mod tests {
         for (name, r) in results {
             assert_eq!(r, Err(Errno::ENOTTY), "{name}");
         }
+    }
+
+    /// The slice-based I/O calls reuse one scratch buffer per thread for small transfers
+    /// (sized to each call) and a fresh one beyond [`SCRATCH_MAX`], which is not kept.
+    #[test]
+    fn scratch_buffer_is_reused_and_sized_per_call() {
+        let first = with_scratch(100, |b| {
+            b.fill(7);
+            (b.len(), b.as_ptr() as usize)
+        });
+        assert_eq!(first.0, 100);
+        let second = with_scratch(50, |b| (b.len(), b.as_ptr() as usize, b[0]));
+        assert_eq!(second, (50, first.1, 7), "the same memory, cut to 50 bytes");
+        let big = with_scratch(SCRATCH_MAX + 1, |b| b.len());
+        assert_eq!(big, SCRATCH_MAX + 1);
+        let kept = SCRATCH.with(|s| {
+            let b = s.take();
+            let len = b.as_ref().map(|b| b.len());
+            s.set(b);
+            len
+        });
+        assert_eq!(kept, Some(50), "the big buffer was not kept");
     }
 
     /// The interrupt signal makes a blocking syscall return EINTR (no SA_RESTART), and a signal
