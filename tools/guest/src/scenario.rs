@@ -503,7 +503,10 @@ pub(crate) fn start_our_gadget(
 pub(crate) const ENUM_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
-    gadget::modprobe("dummy_hcd", &[])?;
+    // (b) and (b-C) run side by side on two dummy_udc instances, their runs interleaved, so
+    // that a change of the host's load hits both alike (issue 4 compares them; P5).
+    let pair = p.wants(substrate::B) && p.wants(substrate::B_C);
+    gadget::modprobe("dummy_hcd", if pair { &["num=2"] } else { &[] })?;
     gadget::modprobe("usbtest", &["pattern=1"])?;
     gadget::wait_path(
         Path::new("/sys/class/udc/dummy_udc.0"),
@@ -550,7 +553,9 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     if p.wants(substrate::B) || p.wants(substrate::B_C) {
         gadget::modprobe("raw_gadget", &[])?;
     }
-    if p.wants(substrate::B) {
+    if pair {
+        failed += raw_gadget_pair(p, rep)?;
+    } else if p.wants(substrate::B) {
         // (b) raw_gadget.ko driven by our Gadget Zero.
         if let Some(g) = start_our_gadget(
             p,
@@ -561,10 +566,10 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
             failed += raw_gadget_matrix(p, rep, substrate::B, g, "our Gadget Zero")?;
         }
     }
-    if p.wants(substrate::B_C) {
+    if p.wants(substrate::B_C) && !pair {
         // (b-C) the same module driven by the C Gadget Zero (same request size, 32 KiB): the
         // reference our Rust one must not be slower than (issue 4), measured in this boot.
-        let args = ["-d", "dummy_udc", "-u", "dummy_udc.0", "-r", "32768"].map(String::from);
+        let args = c_gadget_zero_args("dummy_udc.0");
         match GadgetProcess::spawn(&crate::cuse::client("gadget_zero"), &args) {
             Ok(g) => failed += raw_gadget_matrix(p, rep, substrate::B_C, g, "the C Gadget Zero")?,
             Err(e) => {
@@ -580,6 +585,122 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     }
     crate::throughput::dummy_substrates(p, rep);
     Ok(failed)
+}
+
+/// The C Gadget Zero's arguments for raw_gadget.ko on `udc` (request size 32 KiB, as ours).
+fn c_gadget_zero_args(udc: &str) -> [String; 6] {
+    ["-d", "dummy_udc", "-u", udc, "-r", "32768"].map(String::from)
+}
+
+/// (b) our Gadget Zero on dummy_udc.0 and (b-C) the C one on dummy_udc.1, both enumerated at
+/// once, the usbtest matrix run case by case with their runs interleaved (run 1 of (b), run 1
+/// of (b-C), run 2 ...): the (b)-against-(b-C) comparison of issue 4 then sees the same host
+/// load on both sides. A substrate lost in a case (hang: its process is killed) is marked
+/// failed there, and the runner finishes its cases in a new boot. Returns the number of
+/// failed substrates.
+fn raw_gadget_pair(p: &Params, rep: &Reporter) -> Result<i32> {
+    use crate::throughput::interleaved_matrix;
+    let mut procs: Vec<(&str, GadgetProcess)> = Vec::new();
+    let mut devs: Vec<crate::sysfs::UsbDevice> = Vec::new();
+    let mut failed = 0;
+    // Started and enumerated one after the other, so that each device is known by its order
+    // (both have the same ids).
+    if let Some(g) = start_our_gadget(
+        p,
+        rep,
+        substrate::B,
+        cli_args("zero", "dummy_udc", "dummy_udc.0"),
+    ) {
+        procs.push((substrate::B, g));
+    }
+    let mut up = true;
+    if let Some((sub, g)) = procs.last() {
+        up = enumerated(rep, sub, g, &mut devs);
+    }
+    if up {
+        match GadgetProcess::spawn(
+            &crate::cuse::client("gadget_zero"),
+            &c_gadget_zero_args("dummy_udc.1"),
+        ) {
+            Ok(g) => {
+                up = enumerated(rep, substrate::B_C, &g, &mut devs);
+                procs.push((substrate::B_C, g));
+            }
+            Err(e) => {
+                substrate_state(
+                    rep,
+                    substrate::B_C,
+                    SubstrateState::Failed,
+                    format!("{e:#}"),
+                );
+                up = false;
+            }
+        }
+    }
+    if !up {
+        failed += 1;
+    }
+    if up && devs.len() == procs.len() && !procs.is_empty() {
+        let subs: Vec<(&str, &crate::sysfs::UsbDevice, u32)> = procs
+            .iter()
+            .zip(&devs)
+            .map(|((s, g), d)| (*s, d, g.pid()))
+            .collect();
+        let lost = interleaved_matrix(p, rep, &subs);
+        for ((sub, g), lost) in procs.iter_mut().zip(lost.iter().copied()) {
+            let r = match lost {
+                Some(case) => Err(anyhow::anyhow!(
+                    "case {case} hung or the device was lost; killed the gadget process {}",
+                    g.pid()
+                )),
+                None => g.check_alive(),
+            };
+            if let Err(e) = r {
+                substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+                failed += 1;
+            }
+        }
+        // the iso cases: neither Gadget Zero offers iso on dummy_udc (recorded as n/a)
+        for ((sub, g), _) in procs.iter().zip(&lost).filter(|(_, l)| l.is_none()) {
+            let m = Matrix {
+                rep,
+                sub,
+                count: p.count,
+                runs: p.runs,
+                case_timeout: p.case_timeout,
+            };
+            if let Err(e) = usbtest_iso(&m, &mut kill_gadget(g.pid())) {
+                note(rep, format!("({sub}) iso cases: {e:#}"));
+            }
+        }
+    }
+    for (sub, g) in procs {
+        let st = g.stop(Duration::from_secs(5))?;
+        note(rep, format!("({sub}) Gadget Zero exited: {st}"));
+    }
+    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
+    Ok(failed)
+}
+
+/// Waits for the device of `g` (the next Gadget Zero not in `devs`), records the substrate up
+/// or failed, and adds the device to `devs`.
+fn enumerated(
+    rep: &Reporter,
+    sub: &str,
+    g: &GadgetProcess,
+    devs: &mut Vec<crate::sysfs::UsbDevice>,
+) -> bool {
+    match crate::throughput::wait_new_device(devs) {
+        Ok(d) => {
+            substrate_state(rep, sub, SubstrateState::Up, g.what.clone());
+            devs.push(d);
+            true
+        }
+        Err(e) => {
+            substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            false
+        }
+    }
 }
 
 /// The usbtest matrix (and iso cases) on a Gadget Zero process `g` bound to raw_gadget.ko on

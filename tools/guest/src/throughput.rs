@@ -369,7 +369,7 @@ pub fn usbip_floor(p: &Params, rep: &Reporter) {
 
 /// A Gadget Zero that enumerated after the ones in `taken` (the same ids, so told apart by their
 /// sysfs path), with usbtest bound to interface 0.
-fn wait_new_device(taken: &[UsbDevice]) -> Result<UsbDevice> {
+pub(crate) fn wait_new_device(taken: &[UsbDevice]) -> Result<UsbDevice> {
     let deadline = Instant::now() + ENUM_TIMEOUT;
     loop {
         let fresh = sysfs::find(GZERO_VID, GZERO_PID).into_iter().find(|d| {
@@ -484,8 +484,9 @@ fn floor_and_throughput(p: &Params, rep: &Reporter) -> Result<()> {
                 (key, d, g.pid())
             })
             .collect();
-        if let Err(e) = interleaved_matrix(p, rep, &subs) {
-            substrate_state(rep, substrate::N, SubstrateState::Failed, format!("{e:#}"));
+        if let Some(case) = interleaved_matrix(p, rep, &subs)[0] {
+            let why = format!("the null device was lost during case {case}");
+            substrate_state(rep, substrate::N, SubstrateState::Failed, why);
         }
     }
     let present: Vec<bool> = devs.iter().map(UsbDevice::present).collect();
@@ -521,11 +522,15 @@ fn floor_and_throughput(p: &Params, rep: &Reporter) -> Result<()> {
 /// that fails is not repeated on that device; a hang kills that device's process (SIGKILL) and
 /// ends its matrix; the others go on.
 ///
-/// # Errors
-/// When the first device (the floor) is lost.
-fn interleaved_matrix(p: &Params, rep: &Reporter, subs: &[(&str, &UsbDevice, u32)]) -> Result<()> {
+/// Returns, per device, the case in which it was lost (hung and killed, or gone from the bus),
+/// or `None` when it lasted the whole matrix.
+pub(crate) fn interleaved_matrix(
+    p: &Params,
+    rep: &Reporter,
+    subs: &[(&str, &UsbDevice, u32)],
+) -> Vec<Option<u32>> {
+    let mut lost: Vec<Option<u32>> = vec![None; subs.len()];
     let mut alive = vec![true; subs.len()];
-    let mut reported_loss = false;
     for &case in &p.cases {
         let params = usbtest::case_params(case, p.count);
         let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
@@ -575,14 +580,14 @@ fn interleaved_matrix(p: &Params, rep: &Reporter, subs: &[(&str, &UsbDevice, u32
             if alive[i] && !dev.present() {
                 alive[i] = false;
             }
+            if !alive[i] && lost[i].is_none() {
+                lost[i] = Some(case);
+                note(rep, format!("({sub}) was lost in case {case}"));
+            }
         }
-        if !alive[0] {
-            bail!("the null device was lost during case {case}");
-        }
-        if alive.iter().skip(1).any(|a| !a) && !reported_loss {
-            reported_loss = true;
-            note(rep, format!("(c) beside the floor was lost in case {case}"));
+        if !alive.iter().any(|a| *a) {
+            break;
         }
     }
-    Ok(())
+    lost
 }
