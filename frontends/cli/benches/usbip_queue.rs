@@ -56,11 +56,19 @@ struct Rig {
     device: Device,
 }
 
+/// `rawgadget zero`'s settings; `USBIP_QUEUE_REQ_SIZE` overrides the bulk request size.
 fn zero_config() -> ZeroConfig {
-    ZeroConfig {
+    let mut config = ZeroConfig {
         speed: Speed::High,
         ..ZeroConfig::default()
+    };
+    if let Some(n) = std::env::var("USBIP_QUEUE_REQ_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.req_size = n;
     }
+    config
 }
 
 fn host() -> Host {
