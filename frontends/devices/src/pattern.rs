@@ -34,10 +34,18 @@ impl Pattern {
         }
     }
 
-    /// Fills `buf` from offset 0.
+    /// Fills `buf` from offset 0, a run of [`MOD63_RUN`] at a time (a source restarts its
+    /// endpoint thread, and fills its buffer, on every SET_INTERFACE usbtest sends).
     pub fn fill(self, buf: &mut [u8], maxpacket: usize) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = self.byte(i, maxpacket);
+        match self {
+            Pattern::Zeros => buf.fill(0),
+            Pattern::Mod63 => {
+                for packet in buf.chunks_mut(maxpacket.max(1)) {
+                    for run in packet.chunks_mut(MOD63_RUN.len()) {
+                        run.copy_from_slice(&MOD63_RUN[..run.len()]);
+                    }
+                }
+            }
         }
     }
 
