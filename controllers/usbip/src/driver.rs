@@ -26,6 +26,11 @@
 //!   ([`Stream::writes_inline`]: the local vhci socketpair); on a TCP export the writer
 //!   thread writes them.
 //!
+//! Only what no thread wrote and the controller's timers need the writer, so the reader and
+//! a flushing client wake the bus's `wait_for` waiters (the writer, `wait_running`) only when
+//! what those look at changed ([`Watch`]); results for the gadget's blocked calls are still
+//! delivered at once ([`SharedBus::notify_keyed`]).
+//!
 //! One flag per connection says who is writing. Whoever takes replies from the link (under
 //! the link lock) sets it and writes everything it took; before clearing it, it looks under
 //! the link lock for replies that arrived meanwhile and writes those too. Since both the

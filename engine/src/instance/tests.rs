@@ -1320,7 +1320,7 @@ fn ep_read_with_a_kept_buffer_returns_only_its_own_data() {
         io: io(1, 0, len),
         buf: vec![],
     };
-    let mut read = |inst: &mut Instance, udc: &mut MockUdc, status, data: &[u8]| {
+    let read = |inst: &mut Instance, udc: &mut MockUdc, status, data: &[u8]| {
         let r = pending(inst.handle_client(udc, rd(4096)));
         let room = udc
             .queued
