@@ -226,6 +226,15 @@ impl SharedBus {
         self.changed(self.lock_inner());
     }
 
+    /// Announces a change made through [`SharedBus::lock`] that no [`SharedBus::wait_for`]
+    /// condition depends on: delivers results to the waiters for them (and runs hooks) but
+    /// wakes no `wait_for` waiter and leaves the generation alone. The caller must know
+    /// every `wait_for` condition on this bus (the USB/IP driver does: its writer thread and
+    /// `wait_running`); waking a thread only for it to find nothing costs a switch.
+    pub fn notify_keyed(&self) {
+        self.deliver(self.lock_inner(), false);
+    }
+
     /// Runs `f` on the locked bus, then wakes the waiters it concerns.
     pub fn with<R>(&self, f: impl FnOnce(&mut Bus) -> R) -> R {
         let mut inner = self.lock_inner();

@@ -26,6 +26,11 @@
 //!   ([`Stream::writes_inline`]: the local vhci socketpair); on a TCP export the writer
 //!   thread writes them.
 //!
+//! Only what no thread wrote and the controller's timers need the writer, so the reader and
+//! a flushing client wake the bus's `wait_for` waiters (the writer, `wait_running`) only when
+//! what those look at changed ([`Watch`]); results for the gadget's blocked calls are still
+//! delivered at once ([`SharedBus::notify_keyed`]).
+//!
 //! One flag per connection says who is writing. Whoever takes replies from the link (under
 //! the link lock) sets it and writes everything it took; before clearing it, it looks under
 //! the link lock for replies that arrived meanwhile and writes those too. Since both the
@@ -47,6 +52,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use rawgadget_engine::State;
 use rawgadget_loopback::{Bus, SharedBus};
+use rawgadget_udc::PortStatus;
 
 use rawgadget_udc::Instant;
 
@@ -224,16 +230,17 @@ impl<S: Stream> Tx<S> {
 
 /// A connection's [`Tx`] without its stream type, for [`ClientFlush`].
 trait ClientOutput: Send + Sync {
-    fn take(&self, bus: &mut Bus) -> Option<Vec<u8>>;
+    /// `Err` when the writer thread must look (a budget overrun).
+    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError>;
     fn write_taken(&self, bytes: Vec<u8>);
 }
 
 impl<S: Stream> ClientOutput for Tx<S> {
-    fn take(&self, bus: &mut Bus) -> Option<Vec<u8>> {
+    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError> {
         let mut l = lock(&self.link);
         // a budget overrun is the writer's to report: it collects again and closes
-        l.collect(bus).ok()?;
-        Tx::take(self, &mut l)
+        l.collect(bus)?;
+        Ok(Tx::take(self, &mut l))
     }
     fn write_taken(&self, bytes: Vec<u8>) {
         if let Err(e) = Tx::write_taken(self, bytes) {
@@ -266,17 +273,42 @@ impl ClientFlush {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Call under the bus lock, after a client operation: collects the controller's
-    /// give-backs and takes the encoded replies if no other thread is writing. The result
-    /// must be written after the bus lock is released ([`PendingWrite::write`]; dropping it
-    /// writes too, so output is never stranded).
-    pub fn collect(&self, bus: &mut Bus) -> Option<PendingWrite> {
-        let conn = self.slot().clone()?;
-        let bytes = conn.take(bus)?;
-        Some(PendingWrite {
-            conn,
-            bytes: Some(bytes),
-        })
+    /// Call under the bus lock, before a client operation: what the bus's `wait_for` waiters
+    /// look at now, for [`ClientFlush::collect`].
+    pub fn watch(&self, bus: &Bus) -> Watch {
+        Watch::of(bus)
+    }
+
+    /// Call under the bus lock, after a client operation (`before` from
+    /// [`ClientFlush::watch`] under the same lock): collects the controller's give-backs and
+    /// takes the encoded replies if no other thread is writing. The result must be finished
+    /// after the bus lock is released ([`Flush::finish`]: the replies are written, then the
+    /// waiters woken).
+    pub fn collect(&self, bus: &mut Bus, before: Watch) -> Flush {
+        let Some(conn) = self.slot().clone() else {
+            // nobody writes for us (no connection, or a TCP export): the writer thread must
+            // look at every change
+            return Flush {
+                write: None,
+                wake_all: true,
+            };
+        };
+        match conn.take(bus) {
+            Ok(bytes) => Flush {
+                write: bytes.map(|bytes| PendingWrite {
+                    conn,
+                    bytes: Some(bytes),
+                }),
+                wake_all: Watch::of(bus) != before,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "client-side collect failed; the writer closes");
+                Flush {
+                    write: None,
+                    wake_all: true,
+                }
+            }
+        }
     }
 
     fn register(&self, conn: Arc<dyn ClientOutput>) {
@@ -287,6 +319,70 @@ impl ClientFlush {
         let mut slot = self.slot();
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
             *slot = None;
+        }
+    }
+}
+
+/// What the bus's `wait_for` waiters act on besides replies: the writer thread (give-backs
+/// nobody collected, the gadget closing, an earlier controller timer) and
+/// [`UsbipDevice::wait_running`](crate::UsbipDevice::wait_running) (the instance's state, the
+/// UDC bound). A thread that changed the bus and collected and took the replies itself wakes
+/// them only if this changed ([`SharedBus::notify_keyed`] otherwise): most URBs and most
+/// client operations change none of it, and a wakeup that finds nothing costs a thread switch
+/// (contract P4).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Watch {
+    urbs_done: usize,
+    state: State,
+    bound: bool,
+    port: PortStatus,
+    timeout: Option<Instant>,
+}
+
+impl Watch {
+    fn of(bus: &Bus) -> Watch {
+        Watch {
+            urbs_done: bus.urb_completions_queued(),
+            state: bus.instance().state(),
+            bound: bus.controller().is_bound(),
+            port: bus.port_status(),
+            timeout: bus.poll_timeout(),
+        }
+    }
+}
+
+/// The outcome of [`ClientFlush::collect`]: replies to write and whether the bus's `wait_for`
+/// waiters must look.
+#[must_use = "finish it after releasing the bus lock: it writes the replies and wakes waiters"]
+#[derive(Debug)]
+pub struct Flush {
+    write: Option<PendingWrite>,
+    wake_all: bool,
+}
+
+impl Flush {
+    /// Whether the operation produced replies this thread writes.
+    pub fn has_replies(&self) -> bool {
+        self.write.is_some()
+    }
+
+    /// Whether [`Flush::finish`] wakes the bus's `wait_for` waiters (the writer thread).
+    pub fn wakes_waiters(&self) -> bool {
+        self.wake_all
+    }
+
+    /// Outside the bus lock: writes the replies (the writing flag keeps them in order), then
+    /// delivers results to their waiters, and wakes the `wait_for` waiters only if
+    /// [`Watch`] says they have something to see. The write comes first: on a loaded machine
+    /// the woken threads would otherwise run before it.
+    pub fn finish(self, shared: &SharedBus) {
+        if let Some(p) = self.write {
+            p.write();
+        }
+        if self.wake_all {
+            shared.notify();
+        } else {
+            shared.notify_keyed();
         }
     }
 }
@@ -388,22 +484,30 @@ fn read_loop<S: Stream>(
             }
             Err(e) => return ConnectionEnd::Io(e),
         };
-        let r = {
+        let (r, wake_all) = {
             let mut bus = shared.lock();
+            let before = Watch::of(&bus);
             let mut l = lock(link);
-            l.handle_input(&mut bus, clock.now(), &buf[..n])
+            let r = l
+                .handle_input(&mut bus, clock.now(), &buf[..n])
                 // replies due now go out from here unless another thread is writing
-                .map(|()| tx.take(&mut l))
+                .map(|()| tx.take(&mut l));
+            (r, Watch::of(&bus) != before)
         };
-        // the reply first, then the waiters (the gadget's threads, the writer): on a loaded
-        // machine the woken threads would otherwise run before the write (contract P4)
+        // the reply first, then the waiters (the gadget's threads; the writer only if it has
+        // something to do, see `Watch`): on a loaded machine the woken threads would
+        // otherwise run before the write (contract P4)
         let r = match r {
             Ok(Some(bytes)) => tx.write_taken(bytes).map_err(ConnectionEnd::Io),
             Ok(None) => Ok(()),
             Err(LinkError::Closed) => Err(ConnectionEnd::PeerClosed),
             Err(e) => Err(ConnectionEnd::Protocol(e)),
         };
-        shared.notify();
+        if wake_all || r.is_err() {
+            shared.notify();
+        } else {
+            shared.notify_keyed();
+        }
         if let Err(end) = r {
             return end;
         }

@@ -47,7 +47,9 @@ pub use device::{
     usbip_iso_personality, usbip_personality, ConnectError, NotReady, UsbipConfig, UsbipDevice,
     USBIP_ISO_GRACE,
 };
-pub use driver::{ClientFlush, Clock, ConnectionEnd, ConnectionHandle, PendingWrite, Stream};
+pub use driver::{
+    ClientFlush, Clock, ConnectionEnd, ConnectionHandle, Flush, PendingWrite, Stream, Watch,
+};
 pub use export::{export_tcp, Export, ExportError, ExportOptions, NO_AUTH_WARNING};
 pub use link::{Budget, Link, LinkConfig, LinkError, LinkStats};
 pub use vhci::{attach_local, AttachError, AttachOptions, Attachment, Hub, VhciSysfs};

@@ -10,13 +10,14 @@ use common::*;
 use rawgadget_engine::ClientOp;
 use rawgadget_uapi::UsbRawEpIo;
 use rawgadget_usbip_udc::fake_vhci::WireReply;
-use rawgadget_usbip_udc::PendingWrite;
+use rawgadget_usbip_udc::Flush;
 
 /// EP_WRITE of `data` on bulk IN 0x81, as a client of the in-process backend issues it:
 /// under the bus lock, followed by the flush. Returns the replies the client took.
-fn client_write(rig: &Rig, data: Vec<u8>) -> Option<PendingWrite> {
+fn client_write(rig: &Rig, data: Vec<u8>) -> Flush {
     let ep = rig.dev().handle(0x81).expect("0x81 enabled");
     let mut bus = rig.device.bus().lock();
+    let before = rig.device.client_flush().watch(&bus);
     let _ = bus.client(ClientOp::EpWrite {
         io: UsbRawEpIo {
             ep,
@@ -25,7 +26,7 @@ fn client_write(rig: &Rig, data: Vec<u8>) -> Option<PendingWrite> {
         },
         data,
     });
-    rig.device.client_flush().collect(&mut bus)
+    rig.device.client_flush().collect(&mut bus, before)
 }
 
 fn ret_submit_of(rig: &mut Rig, seqnum: u32) -> (i32, u32) {
@@ -40,7 +41,8 @@ fn ret_submit_of(rig: &mut Rig, seqnum: u32) -> (i32, u32) {
 }
 
 /// contract P4: the client operation that completes a URB the host waits for takes its
-/// RET_SUBMIT itself (the writer thread is not needed), and the host gets it.
+/// RET_SUBMIT itself, and the host gets it; the writer thread is not needed, so it is not
+/// woken.
 #[test]
 fn p4_client_op_completing_a_urb_writes_its_reply() {
     let mut rig = Rig::hs();
@@ -49,11 +51,19 @@ fn p4_client_op_completing_a_urb_writes_its_reply() {
         .submit_raw(&submit(5000, 0x81, 512, None), false)
         .unwrap();
     rig.settle(Duration::from_millis(50));
-    let pending = client_write(&rig, vec![7; 20]);
-    pending
-        .expect("the client takes the reply its op produced")
-        .write();
-    rig.device.bus().notify();
+    let generation = rig.device.bus().generation();
+    let flush = client_write(&rig, vec![7; 20]);
+    assert!(
+        flush.has_replies(),
+        "the client takes the reply its op produced"
+    );
+    assert!(!flush.wakes_waiters(), "nothing left for the writer thread");
+    flush.finish(rig.device.bus());
+    assert_eq!(
+        rig.device.bus().generation(),
+        generation,
+        "no wait_for waiter was woken"
+    );
     assert_eq!(ret_submit_of(&mut rig, 5000), (0, 20));
     assert_eq!(rig.vhci.error(), None);
 }
@@ -63,9 +73,9 @@ fn p4_client_op_completing_a_urb_writes_its_reply() {
 fn p4_client_op_without_a_waiting_urb_takes_nothing() {
     let mut rig = Rig::hs();
     rig.enumerate();
-    let pending = client_write(&rig, vec![7; 20]);
-    assert!(pending.is_none());
-    rig.device.bus().notify();
+    let flush = client_write(&rig, vec![7; 20]);
+    assert!(!flush.has_replies());
+    flush.finish(rig.device.bus());
     rig.vhci
         .submit_raw(&submit(5001, 0x81, 512, None), false)
         .unwrap();
@@ -85,7 +95,8 @@ fn u10_unlink_racing_a_client_write_keeps_ret_submit_first() {
         .submit_raw(&submit(5002, 0x81, 512, None), false)
         .unwrap();
     rig.settle(Duration::from_millis(50));
-    let pending = client_write(&rig, vec![9; 30]).expect("the client takes the reply");
+    let pending = client_write(&rig, vec![9; 30]);
+    assert!(pending.has_replies(), "the client takes the reply");
     let unlink = rig.vhci.unlink_raw(5002).unwrap();
     // the reader has handled the CMD_UNLINK; its RET_UNLINK waits in the link
     let conn = rig.conn.as_ref().unwrap();
@@ -109,8 +120,7 @@ fn u10_unlink_racing_a_client_write_keeps_ret_submit_first() {
             .any(|r| matches!(r, WireReply::RetUnlink { seqnum, .. } if *seqnum == unlink)),
         "the RET_UNLINK may not overtake it"
     );
-    pending.write();
-    rig.device.bus().notify();
+    pending.finish(rig.device.bus());
     match rig.ret_unlink(unlink) {
         WireReply::RetUnlink { status, .. } => assert_eq!(status, 0, "U10: URB was answered"),
         other => panic!("{other:?}"),
@@ -128,4 +138,20 @@ fn u10_unlink_racing_a_client_write_keeps_ret_submit_first() {
         .collect();
     assert_eq!(order, [true, false], "RET_SUBMIT, then RET_UNLINK");
     assert_eq!(rig.vhci.error(), None);
+}
+
+/// contract P4: with no connection whose threads write for the client (none yet, or a TCP
+/// export), nobody else would collect the give-backs: the flush wakes the bus's waiters.
+#[test]
+fn p4_flush_without_a_local_connection_wakes_the_waiters() {
+    let device = rawgadget_usbip_udc::UsbipDevice::new(rawgadget_usbip_udc::UsbipConfig::default());
+    let mut bus = device.bus().lock();
+    let before = device.client_flush().watch(&bus);
+    let flush = device.client_flush().collect(&mut bus, before);
+    drop(bus);
+    assert!(!flush.has_replies());
+    assert!(flush.wakes_waiters());
+    let generation = device.bus().generation();
+    flush.finish(device.bus());
+    assert!(device.bus().generation() > generation);
 }

@@ -1308,3 +1308,51 @@ fn close_before_run_touches_no_controller() {
     inst.close(&mut udc);
     assert!(udc.calls.is_empty());
 }
+
+/// spec §1.5 EP_READ copies back `min(length, actual)` bytes and nothing else: a read whose
+/// caller hands over no buffer gets a kept one (the engine's spares), yet returns exactly what
+/// it received, never bytes of an earlier read, also when it fails; the request the
+/// controller sees always has `length` bytes of room.
+#[test]
+fn ep_read_with_a_kept_buffer_returns_only_its_own_data() {
+    let (mut inst, mut udc) = running_with_bulk();
+    let rd = |len| ClientOp::EpRead {
+        io: io(1, 0, len),
+        buf: vec![],
+    };
+    let read = |inst: &mut Instance, udc: &mut MockUdc, status, data: &[u8]| {
+        let r = pending(inst.handle_client(udc, rd(4096)));
+        let room = udc
+            .queued
+            .iter()
+            .find(|(e, _)| *e == EpId::Ep(1))
+            .unwrap()
+            .1
+            .buf
+            .len();
+        assert_eq!(room, 4096, "the request has length bytes of room");
+        let c = udc
+            .complete(EpId::Ep(1), status, data.len() as u32, data)
+            .unwrap();
+        inst.handle_completion(c);
+        let got = next_completion(inst);
+        assert_eq!(got.op, r);
+        got.result
+    };
+    let first = read(&mut inst, &mut udc, Ok(()), &[0x11; 1000]);
+    assert_eq!(first.ret, Ok(1000));
+    assert_eq!(first.payload, Payload::Data(vec![0x11; 1000]));
+    // the kept buffer still holds 0x11s past these 3 bytes
+    let second = read(&mut inst, &mut udc, Ok(()), b"abc");
+    assert_eq!(second.ret, Ok(3));
+    assert_eq!(second.payload, Payload::Data(b"abc".to_vec()));
+    // a failed read shows nothing of it
+    let failed = read(&mut inst, &mut udc, Err(Errno::EOVERFLOW), b"xy");
+    assert_eq!(failed.ret, Err(Errno::EOVERFLOW));
+    assert_eq!(failed.payload, Payload::Data(Vec::new()));
+    let third = read(&mut inst, &mut udc, Ok(()), &[]);
+    assert_eq!(
+        (third.ret, third.payload),
+        (Ok(0), Payload::Data(Vec::new()))
+    );
+}

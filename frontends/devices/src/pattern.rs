@@ -180,6 +180,29 @@ mod tests {
         assert_eq!(Pattern::Zeros.check(&[0, 0, 1], 64).errors, 1);
     }
 
+    /// contract T8: the slice-wise comparison agrees with the byte-wise definition, for a
+    /// clean buffer and for a wrong byte anywhere in a packet (first, last, inside a run).
+    #[test]
+    fn t8_fast_check_agrees_with_the_bytewise_one() {
+        for mp in [8usize, 64, 512, 1024] {
+            let mut b = vec![0; 3 * mp + 70];
+            Pattern::Mod63.fill(&mut b, mp);
+            assert_eq!(Pattern::Mod63.check(&b, mp).errors, 0);
+            for at in [0, 62, 63, mp - 1, mp, 2 * mp + 64, b.len() - 1] {
+                let mut bad = b.clone();
+                bad[at] ^= 0x40;
+                assert_ne!(Pattern::Mod63.check(&bad, mp).errors, 0, "mp {mp} at {at}");
+                assert_eq!(
+                    Pattern::Mod63.check(&bad, mp),
+                    PatternCheck {
+                        errors: 1,
+                        first_error: Some(at)
+                    }
+                );
+            }
+        }
+    }
+
     /// Concatenated packets of a transfer that spans requests stay in phase when requests are
     /// whole packets.
     #[test]

@@ -108,19 +108,17 @@ impl InProcess {
             return submit(&self.shared, op);
         };
         let mut bus = self.shared.lock();
+        let before = flush.watch(&bus);
         let r = match bus.client(op) {
             Outcome::Done(r) => Ok(r),
             Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
         };
-        let pending = flush.collect(&mut bus);
+        let flushed = flush.collect(&mut bus, before);
         drop(bus);
         // outside the bus lock (the writing flag keeps replies in order), and before the
-        // waiters are woken: the reply is on its way before the link's writer thread, woken
-        // by every change, competes for the CPU
-        if let Some(p) = pending {
-            p.write();
-        }
-        self.shared.notify();
+        // waiters are woken; the link's writer thread is woken only if it has something to
+        // do besides these replies (`rawgadget_usbip_udc::Watch`)
+        flushed.finish(&self.shared);
         r
     }
 
