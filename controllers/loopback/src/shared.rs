@@ -336,18 +336,34 @@ impl SharedBus {
     /// instance that no host sees (an endpoint's flags, an event fetched) wake nobody; a
     /// `wait_for` condition on such state must use [`SharedBus::with`].
     pub fn client_quiet(&self, op: ClientOp, on_pending: impl FnOnce(OpId)) -> Outcome {
+        self.client_quiet_then(op, on_pending, |_, _| ()).0
+    }
+
+    /// [`SharedBus::client_quiet`], with `after` run under the same lock once the operation
+    /// has run (given its outcome): a front-end whose thread writes the host's replies itself
+    /// (a USB/IP link's client flush, contract P4) takes there the URBs the operation gave
+    /// back, and the result of an operation that blocked and already completed. What `after`
+    /// took off the bus is no longer a host-visible change, so the host's threads are not
+    /// woken for it.
+    pub fn client_quiet_then<T>(
+        &self,
+        op: ClientOp,
+        on_pending: impl FnOnce(OpId),
+        after: impl FnOnce(&mut Bus, &Outcome) -> T,
+    ) -> (Outcome, T) {
         let mut inner = self.lock_inner();
         let before = HostView::of(&inner.bus);
         let out = inner.bus.client(op);
         if let Outcome::Pending(id) = out {
             on_pending(id);
         }
+        let taken = after(&mut inner.bus, &out);
         let visible = HostView::of(&inner.bus) != before;
         if visible {
             self.generation.fetch_add(1, Ordering::Relaxed);
         }
         self.deliver(inner, visible);
-        out
+        (out, taken)
     }
 
     fn register(inner: &mut Inner, key: Key) -> Arc<Slot> {
@@ -996,6 +1012,52 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// contract P4: a client that takes the URB its operation gave back (`client_quiet_then`)
+    /// does not wake the host's `wait_for` waiters for it; the give-back is in its hands.
+    #[test]
+    fn p4_client_quiet_then_takes_the_give_back_without_waking() {
+        let shared = running();
+        let urb = shared.with(|b| b.submit(Urb::bulk(0x81, vec![0; 64])));
+        let wakeups = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (shared, wakeups, stop) = (shared.clone(), wakeups.clone(), stop.clone());
+            thread::spawn(move || {
+                shared.wait_for(LONG, |_| {
+                    wakeups.fetch_add(1, Ordering::SeqCst);
+                    stop.load(Ordering::SeqCst).then_some(())
+                })
+            })
+        };
+        shared.until_waiters(1);
+        let (gen, checks) = (shared.generation(), wakeups.load(Ordering::SeqCst));
+        let (r, (given_back, result)) = shared.client_quiet_then(
+            write_op(vec![5; 64]),
+            |_| {},
+            |b, out| {
+                let result = match out {
+                    Outcome::Done(r) => r.ret,
+                    Outcome::Pending(id) => b.take_completion(*id).expect("completed").ret,
+                };
+                (b.take_urb_completion(urb), result)
+            },
+        );
+        assert_eq!(given_back.expect("given back").data(), &[5; 64][..]);
+        assert_eq!(result, Ok(64), "{r:?}");
+        assert_eq!(shared.generation(), gen);
+        assert_eq!(shared.waiters(), 1, "still parked");
+        assert_eq!(wakeups.load(Ordering::SeqCst), checks);
+        // without `after` the same give-back wakes it
+        let urb = shared.with(|b| b.submit(Urb::bulk(0x81, vec![0; 64])));
+        let gen = shared.generation();
+        let _ = shared.client_quiet(write_op(vec![6; 64]), |_| {});
+        assert!(shared.generation() > gen);
+        shared.with(|b| b.take_urb_completion(urb));
+        stop.store(true, Ordering::SeqCst);
+        shared.notify();
+        assert_eq!(waiter.join().unwrap(), Some(()));
     }
 
     /// A `wait_for` waiter is woken by any change and re-checks its condition.

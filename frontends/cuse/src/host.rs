@@ -13,7 +13,8 @@ use std::sync::Arc;
 use rawgadget_loopback::{Bus, SharedBus};
 use rawgadget_uapi::Speed;
 use rawgadget_usbip_udc::{
-    usbip_personality, AttachOptions, Attachment, Export, ExportOptions, UsbipConfig, UsbipDevice,
+    usbip_personality, AttachOptions, Attachment, ClientFlush, Export, ExportOptions, UsbipConfig,
+    UsbipDevice,
 };
 
 /// A failed attach: logged, the client is not told (its RUN already succeeded, as the module's
@@ -24,6 +25,11 @@ pub type AttachError = Box<dyn std::error::Error + Send + Sync>;
 pub trait HostDevice: Send + fmt::Debug {
     /// The bus the engine instance runs on: its client side serves the ioctls.
     fn bus(&self) -> Arc<SharedBus>;
+    /// How a thread that ran an ioctl writes the host's replies it produced itself (contract
+    /// P4), where the host's connection allows it; `None` leaves them to the host's writer.
+    fn client_flush(&self) -> Option<ClientFlush> {
+        None
+    }
     /// The client's RUN succeeded on `dummy_udc.{udc}` (the name it asked for; our
     /// controller is private to the instance). Connect the device to the host; returns a
     /// description for the log.
@@ -87,6 +93,11 @@ struct VhciDevice {
 impl HostDevice for VhciDevice {
     fn bus(&self) -> Arc<SharedBus> {
         self.device.bus().clone()
+    }
+
+    /// The local vhci socketpair takes writes inline (`Stream::writes_inline`).
+    fn client_flush(&self) -> Option<ClientFlush> {
+        Some(self.device.client_flush().clone())
     }
 
     fn attach(&mut self, udc: u32) -> Result<String, AttachError> {

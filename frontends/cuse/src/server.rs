@@ -26,7 +26,11 @@
 //! Per non-blocking ioctl that is one read and one write on `/dev/cuse` (plus one
 //! `process_vm_readv` / `process_vm_writev` on the fast path when the ioctl has an argument
 //! in memory), and the engine's lock; no thread wakes but the caller. A blocked transfer
-//! adds the host's side only: its completion writes the reply directly.
+//! adds the host's side only: its completion writes the reply directly. An ioctl that
+//! completes a URB the host waits for (an ep0 data or status stage, an EP_WRITE for a
+//! waiting IN URB) writes the host's USB/IP reply itself, first, where the host's
+//! connection allows it ([`HostDevice::client_flush`], contract P4): the link's writer
+//! thread is not woken for it, and the host does not wait for that thread to be scheduled.
 //!
 //! Replies are whole messages, written by whichever thread has the result; the kernel matches
 //! them by `unique`. An op's reply is written by whoever removes it from the instance's
@@ -41,6 +45,7 @@ use std::thread;
 use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, State};
 use rawgadget_loopback::SharedBus;
 use rawgadget_uapi::{Errno, UsbRawInit, UDC_NAME_LENGTH_MAX};
+use rawgadget_usbip_udc::ClientFlush;
 
 use crate::host::{Host, HostDevice};
 use crate::ioctl::{self, Call, ClientMemory, Decision, MemError, Path, RawIoctl};
@@ -187,6 +192,8 @@ struct Slot {
     /// The device's bus; replaced only while INITIALIZED (a taken UDC name), before any op
     /// can block.
     bus: Mutex<Arc<SharedBus>>,
+    /// The device's [`HostDevice::client_flush`], replaced with `bus`.
+    flush: Mutex<Option<ClientFlush>>,
     pending: Mutex<HashMap<OpId, Target>>,
     udc: Mutex<UdcName>,
     mailbox: Mutex<Mailbox>,
@@ -286,19 +293,7 @@ impl Server {
     }
 
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        Stats {
-            opens: c.opens.load(Ordering::Relaxed),
-            releases: c.releases.load(Ordering::Relaxed),
-            ops_run: c.ops_run.load(Ordering::Relaxed),
-            fast_path: c.fast_path.load(Ordering::Relaxed),
-            retry_rounds: c.retry_rounds.load(Ordering::Relaxed),
-            interrupts: c.interrupts.load(Ordering::Relaxed),
-            interrupts_unknown: c.interrupts_unknown.load(Ordering::Relaxed),
-            blocked: c.blocked.load(Ordering::Relaxed),
-            instances: lock(&self.inner.instances).len() as u64,
-            in_flight: lock(&self.inner.inflight).len() as u64,
-        }
+        self.inner.stats()
     }
 
     /// Answers the kernel's CUSE_INIT: protocol 7.x with x = min(kernel's, 41) and at least
@@ -466,6 +461,22 @@ fn c_name(b: &[u8; UDC_NAME_LENGTH_MAX]) -> Option<&[u8]> {
 }
 
 impl Inner {
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            opens: c.opens.load(Ordering::Relaxed),
+            releases: c.releases.load(Ordering::Relaxed),
+            ops_run: c.ops_run.load(Ordering::Relaxed),
+            fast_path: c.fast_path.load(Ordering::Relaxed),
+            retry_rounds: c.retry_rounds.load(Ordering::Relaxed),
+            interrupts: c.interrupts.load(Ordering::Relaxed),
+            interrupts_unknown: c.interrupts_unknown.load(Ordering::Relaxed),
+            blocked: c.blocked.load(Ordering::Relaxed),
+            instances: lock(&self.instances).len() as u64,
+            in_flight: lock(&self.inflight).len() as u64,
+        }
+    }
+
     fn send(&self, msg: Vec<u8>) {
         if let Err(e) = self.channel.write_reply(&msg) {
             if e.raw_os_error() == Some(libc::ENOENT) {
@@ -511,10 +522,12 @@ impl Inner {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let device = self.host.new_device();
         let bus = device.bus();
+        let flush = device.client_flush();
         let slot = Arc::new(Slot {
             fh,
             device: Mutex::new(device),
             bus: Mutex::new(bus),
+            flush: Mutex::new(flush),
             pending: Mutex::default(),
             udc: Mutex::default(),
             mailbox: Mutex::default(),
@@ -542,6 +555,7 @@ impl Inner {
             self.close_slot(&slot);
             self.counters.releases.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(fh = r.fh, "release");
+            tracing::info!(fh = r.fh, stats = ?self.stats(), "instance released");
         }
         self.send(reply_empty(h.unique));
     }
@@ -634,15 +648,40 @@ impl Inner {
             _ => {}
         }
         let bus = slot.bus();
-        // only what a host can see wakes the host's threads (SharedBus::client_quiet)
-        let outcome = bus.client_quiet(op, |id| {
-            // recorded under the bus lock, before anyone can complete or interrupt it
-            lock(&slot.pending).insert(id, target);
-            lock(&self.inflight).insert(target.unique, (slot.fh, id));
-        });
-        let r = match outcome {
-            Outcome::Done(r) => r,
-            Outcome::Pending(id) => {
+        let flush = lock(&slot.flush).clone();
+        // only what a host can see wakes the host's threads (SharedBus::client_quiet), and
+        // what this thread takes in hand is not that
+        let (outcome, (finished, replies)) = bus.client_quiet_then(
+            op,
+            |id| {
+                // recorded under the bus lock, before anyone can complete or interrupt it
+                lock(&slot.pending).insert(id, target);
+                lock(&self.inflight).insert(target.unique, (slot.fh, id));
+            },
+            |b, out| {
+                // an op that blocked and is already done (an EP0_READ or EP_WRITE the host's
+                // URB was waiting for): answered here, no hook
+                let finished = match out {
+                    Outcome::Pending(id) => b.take_completion(*id),
+                    Outcome::Done(_) => None,
+                };
+                // contract P4: the host's replies this op produced go out from this thread,
+                // not through a wakeup of the link's writer
+                (finished, flush.as_ref().and_then(|f| f.collect(b)))
+            },
+        );
+        // the host's reply first: it is what the host waits for (P4)
+        if let Some(w) = replies {
+            w.write();
+        }
+        let r = match (outcome, finished) {
+            (Outcome::Done(r), _) => r,
+            (Outcome::Pending(id), Some(r)) => {
+                lock(&slot.pending).remove(&id);
+                lock(&self.inflight).remove(&target.unique);
+                r
+            }
+            (Outcome::Pending(id), None) => {
                 self.counters.blocked.fetch_add(1, Ordering::Relaxed);
                 // answered by whichever thread completes it (at once if it already has)
                 let (me, slot2) = (self.clone(), slot.clone());
@@ -709,6 +748,7 @@ impl Inner {
         let bus = device.bus();
         let r = bus.with(|b| b.client(ClientOp::Init(init)));
         debug_assert!(matches!(r, Outcome::Done(ref r) if r.ret.is_ok()));
+        *lock(&slot.flush) = device.client_flush();
         *lock(&slot.device) = device;
         *lock(&slot.bus) = bus;
         None

@@ -16,6 +16,11 @@ use rawgadget_cuse::{serve, ServeConfig, ServeError, Server, Stats};
 use rawgadget_loopback::{Bus, SharedBus};
 use rawgadget_uapi::*;
 use rawgadget_udc::Urb;
+use rawgadget_usbip::wire::Direction;
+use rawgadget_usbip::{CmdSubmit, CmdSubmitRepr};
+use rawgadget_usbip_udc::fake_vhci::{FakeVhci, WireReply};
+use rawgadget_usbip_udc::{Budget, ClientFlush, ConnectionHandle, UsbipConfig, UsbipDevice};
+use std::os::unix::net::UnixStream;
 
 // ---------------------------------------------------------------------------------------------
 // The test host
@@ -1372,4 +1377,178 @@ fn control_in_through_a_blocked_fetch_on_both_paths() {
             assert_eq!(&done.buffer[..done.actual_length as usize], &desc[..]);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// P4 over a real USB/IP link: the thread of the ioctl writes the host's reply
+
+/// A host that attaches each device over a real USB/IP link (a socketpair, the local vhci's
+/// kind of stream, which takes client-side writes) to a fake vhci.
+#[derive(Default)]
+struct UsbipHost {
+    vhcis: Mutex<Vec<FakeVhci<UnixStream>>>,
+    changed: Condvar,
+}
+
+impl std::fmt::Debug for UsbipHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsbipHost").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct UsbipHostHandle(Arc<UsbipHost>);
+
+#[derive(Debug)]
+struct UsbipTestDevice {
+    device: UsbipDevice,
+    host: Arc<UsbipHost>,
+    conn: Option<ConnectionHandle>,
+}
+
+impl Host for UsbipHostHandle {
+    fn new_device(&self) -> Box<dyn HostDevice> {
+        Box::new(UsbipTestDevice {
+            device: UsbipDevice::new(UsbipConfig {
+                personality: personality(Speed::High),
+                ..UsbipConfig::default()
+            }),
+            host: self.0.clone(),
+            conn: None,
+        })
+    }
+}
+
+impl HostDevice for UsbipTestDevice {
+    fn bus(&self) -> Arc<SharedBus> {
+        self.device.bus().clone()
+    }
+    fn client_flush(&self) -> Option<ClientFlush> {
+        Some(self.device.client_flush().clone())
+    }
+    fn attach(&mut self, _udc: u32) -> Result<String, AttachError> {
+        let speed = self.device.wait_running(TIMEOUT)?;
+        let (ours, theirs) = UnixStream::pair()?;
+        let conn = self.device.connect(
+            ours,
+            Budget::LOCAL_VHCI,
+            tracing::info_span!("cuse-test-usbip"),
+        )?;
+        self.conn = Some(conn);
+        self.host
+            .vhcis
+            .lock()
+            .unwrap()
+            .push(FakeVhci::new(theirs, speed, 0x0001_0001));
+        self.host.changed.notify_all();
+        Ok("fake vhci over a socketpair".into())
+    }
+    fn detach(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.close();
+        }
+    }
+}
+
+/// contract P4 through CUSE: a vendor OUT control request with no data stage arrives over
+/// USB/IP, the client sees it through EVENT_FETCH and acknowledges it with EP0_READ(0); the
+/// ioctl's thread writes the RET_SUBMIT itself (the link's flush) and the host gets status 0,
+/// 100 times in a row, with nothing left blocked in the server.
+#[test]
+fn p4_ep0_status_over_usbip_is_written_by_the_ioctl() {
+    let k = FakeKernel::new();
+    let host = Arc::new(UsbipHost::default());
+    let server = Server::new(
+        Arc::new(k.clone()),
+        k.memory.clone(),
+        Arc::new(UsbipHostHandle(host.clone())),
+        ServeConfig::default(),
+    );
+    let s = server.clone();
+    let serving = thread::spawn(move || serve(&s));
+    k.init_default();
+    let c = Client {
+        k: k.clone(),
+        fh: k.open(2).expect("open"),
+        c: Caller::new(100),
+    };
+    c.init("dummy_udc.0").unwrap();
+    c.run().unwrap();
+    let mut vhci = {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut v = host.vhcis.lock().unwrap();
+        while v.is_empty() {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("never attached");
+            v = host.changed.wait_timeout(v, left).unwrap().0;
+        }
+        v.pop().unwrap()
+    };
+    let (r, h, _) = c.fetch(8);
+    assert_eq!((r, h.type_), (Ok(0), event_type::USB_RAW_EVENT_CONNECT));
+    let setup = [0x40, 0x5b, 0, 0, 0, 0, 0, 0];
+    for seqnum in 1..=100u32 {
+        let submit = CmdSubmit {
+            header: CmdSubmitRepr {
+                seqnum,
+                devid: 0x0001_0001,
+                direction: Direction::Out,
+                ep: 0,
+                transfer_flags: 0,
+                transfer_buffer_length: 0,
+                start_frame: 0,
+                number_of_packets: 0,
+                interval: 0,
+                setup,
+            },
+            data: Vec::new(),
+            iso_packets: Vec::new(),
+        };
+        vhci.submit_raw(&submit, false).unwrap();
+        // the port reset and resume of the attach (U5) come before the first SETUP
+        let (r, h, ctrl) = loop {
+            let (r, h, ctrl) = c.fetch(8);
+            let bus_event = [
+                event_type::USB_RAW_EVENT_RESET,
+                event_type::USB_RAW_EVENT_RESUME,
+            ]
+            .contains(&h.type_);
+            if !bus_event || seqnum > 1 {
+                break (r, h, ctrl);
+            }
+        };
+        assert_eq!((r, h.type_), (Ok(0), event_type::USB_RAW_EVENT_CONTROL));
+        assert_eq!(ctrl, setup);
+        let (_, r) = c.io(USB_RAW_IOCTL_EP0_READ, 0, 0, &[]);
+        assert_eq!(r.ret, Ok(0));
+        // written before the ioctl's own reply: already in the socket when the ioctl returns
+        let unread = rustix::io::ioctl_fionread(vhci.stream()).unwrap();
+        assert!(
+            unread > 0,
+            "RET_SUBMIT {seqnum} not written by the ioctl's thread"
+        );
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(st) = vhci.replies.iter().find_map(|r| match r {
+                WireReply::RetSubmit {
+                    seqnum: s, status, ..
+                } if *s == seqnum => Some(*status),
+                _ => None,
+            }) {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "no RET_SUBMIT {seqnum}");
+            assert!(vhci.is_connected(), "link broken: {:?}", vhci.error());
+            vhci.pump(Duration::from_millis(20));
+        };
+        assert_eq!(status, 0, "request {seqnum}");
+    }
+    assert_eq!(vhci.error(), None);
+    let st = server.stats();
+    assert_eq!(st.in_flight, 0, "{st:?}");
+    c.release();
+    k.abort();
+    serving.join().unwrap().expect("serve");
+    assert_eq!(k.violations(), Vec::<String>::new());
 }

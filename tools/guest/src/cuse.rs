@@ -12,20 +12,32 @@
 //!    EVENT_FETCH + EP0_READ(0)).
 //! 3. The ioctl latency probe on the module, serve and serve --no-fast-path, and the floor
 //!    under any CUSE round (two processes waking each other over pipes).
+//!
+//! The three substrates run at once (the module keeps `/dev/raw-gadget`, the daemons serve
+//! `/dev/raw-gadget-fast` and `/dev/raw-gadget-slow`) and every measurement takes them in turn,
+//! run by run. Under TCG on a shared host the cost of a wakeup moves by 10× within one boot
+//! with the host's load (the pipe floor of tests/c/wakeup_floor shows it); measured one after
+//! the other, whichever substrate ran during a busy stretch looked slow, which once made the
+//! fast path look 2–10× slower than the retry protocol, and in the next boot the reverse.
+//! Each (case, substrate) also gets a profile of wakeups and system calls per iteration
+//! ([`profile`]).
 
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::gadget::{self, GadgetProcess, GZERO_PID, GZERO_VID};
-use crate::record::{substrate, Record, Reporter, SubstrateState};
+use crate::record::{substrate, Record, Reporter, RunOutcome, SubstrateState};
 use crate::scenario::{
-    check, kill_gadget, note, substrate_state, usbtest_matrix, Matrix, Params, ENUM_TIMEOUT,
+    check, kill_gadget, note, run_case_watched, substrate_state, Params, ENUM_TIMEOUT,
 };
-use crate::sysfs;
+use crate::{sysfs, usbtest};
+
+pub mod profile;
 
 /// Where the runner puts the static C clients in the initramfs.
 pub const C_CLIENTS: &str = "/bin/c";
@@ -173,32 +185,39 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the latency probe `runs` times and reports the median per kind.
-fn latency(rep: &Reporter, on: &str, runs: u32) {
-    let mut per: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+/// Runs the latency probe on each node in turn, `runs` rounds (interleaved, so that a change
+/// of the host's load hits every node alike), and reports the median per node and kind.
+fn latency(rep: &Reporter, nodes: &[(&str, &str)], runs: u32) {
+    let mut per: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
+    let mut broken = vec![false; nodes.len()];
     for _ in 0..runs {
-        match run_client(
-            &client("ioctl_latency"),
-            &["-i", "2000"],
-            Duration::from_secs(120),
-        ) {
-            Ok((_, out)) => {
-                for (k, ns) in latency_lines(&out) {
-                    per.entry(k).or_default().push(ns);
-                }
+        for (i, (on, node)) in nodes.iter().enumerate() {
+            if broken[i] {
+                continue;
             }
-            Err(e) => {
-                note(rep, format!("latency on {on}: {e:#}"));
-                return;
+            match run_client(
+                &client("ioctl_latency"),
+                &["-n", node, "-i", "2000"],
+                Duration::from_secs(120),
+            ) {
+                Ok((_, out)) => {
+                    for (k, ns) in latency_lines(&out) {
+                        per.entry((i, k)).or_default().push(ns);
+                    }
+                }
+                Err(e) => {
+                    note(rep, format!("latency on {on}: {e:#}"));
+                    broken[i] = true;
+                }
             }
         }
     }
-    for (k, mut v) in per {
+    for ((i, k), mut v) in per {
         let n = v.len();
         let m = median(&mut v);
         check(
             rep,
-            &format!("latency {on} {k}"),
+            &format!("latency {} {k}", nodes[i].0),
             true,
             format!("median {m:.0} ns per call over {n} runs of 2000"),
         );
@@ -215,116 +234,271 @@ pub const D_SLOW: &str = "d-slow";
 /// Requests per run of the ep0 round-trip probe.
 const ROUND_TRIPS: usize = 500;
 
-/// The ep0 round trip a host sees: a vendor OUT control request with no data stage
-/// (bRequest 0x5b, wLength 0) that the C Gadget Zero answers with EVENT_FETCH then
-/// EP0_READ(0), the status stage. Each request is timed on its own; reports the median and
-/// the 90th percentile over `runs` runs of [`ROUND_TRIPS`].
-fn control_round_trip(rep: &Reporter, on: &str, dev: &sysfs::UsbDevice, runs: u32) {
-    let d = match crate::usbfs::Device::open(&dev.devnode()) {
-        Ok(d) => d,
-        Err(e) => {
-            note(rep, format!("ep0 round trip on {on}: {e}"));
-            return;
-        }
-    };
-    let setup = [0x40, 0x5b, 0, 0, 0, 0, 0, 0];
-    let mut times = Vec::with_capacity(ROUND_TRIPS * runs as usize);
-    for run in 0..=runs {
-        for _ in 0..ROUND_TRIPS {
-            let t = Instant::now();
-            if let Err(e) = d.control(setup, &mut [], Duration::from_secs(5)) {
-                note(
-                    rep,
-                    format!("ep0 round trip on {on}: control failed: {e:?}"),
-                );
-                return;
-            }
-            // run 0 is a warm-up
-            if run > 0 {
-                times.push(t.elapsed().as_nanos() as f64);
-            }
-        }
-    }
-    let n = times.len();
-    let med = median(&mut times);
-    let p90 = times[n * 9 / 10];
-    check(
-        rep,
-        &format!("latency {on} ep0_round_trip"),
-        true,
-        format!(
-            "median {med:.0} ns per request (p90 {p90:.0}) over {runs} runs of {ROUND_TRIPS}: \
-             vendor OUT wLength 0 via usbfs, answered by EVENT_FETCH + EP0_READ(0)"
-        ),
-    );
+/// One C Gadget Zero under measurement: its substrate, its process, the daemon serving it (none
+/// on the module) and the device the host enumerated.
+struct Side {
+    sub: &'static str,
+    what: &'static str,
+    gz: GadgetProcess,
+    serve: Option<u32>,
+    dev: sysfs::UsbDevice,
+    /// Why it stopped being measured, once it did.
+    failed: Option<String>,
+    /// Each case and whether all its runs passed.
+    passed: Vec<(u32, bool)>,
 }
 
-/// The C Gadget Zero on whatever serves /dev/raw-gadget now, under usbtest as substrate
-/// `sub`, then the ep0 round-trip probe. Returns the cases run and whether each passed.
-fn c_gadget_zero(p: &Params, rep: &Reporter, sub: &str, what: &str) -> Result<Vec<(u32, bool)>> {
-    let mut gz = GadgetProcess::spawn(&client("gadget_zero"), &[])?;
+/// Starts the C Gadget Zero on `node` and waits for a Gadget Zero bound to usbtest that is not
+/// one of `others` (the other substrates' devices, enumerated at the same time).
+fn start_side(
+    rep: &Reporter,
+    sub: &'static str,
+    what: &'static str,
+    node: &str,
+    serve: Option<u32>,
+    others: &[PathBuf],
+) -> Result<Side> {
+    let args = vec!["-n".to_string(), node.to_string()];
+    let wait = || -> Result<sysfs::UsbDevice> {
+        let deadline = Instant::now() + ENUM_TIMEOUT;
+        loop {
+            let found = sysfs::find(GZERO_VID, GZERO_PID).into_iter().find(|d| {
+                !others.contains(&d.sysfs)
+                    && d.interface_driver(0).as_deref() == Some("usbtest")
+                    && d.devnode().exists()
+            });
+            if let Some(d) = found {
+                return Ok(d);
+            }
+            if Instant::now() >= deadline {
+                bail!("{what}: no new Gadget Zero bound to usbtest within {ENUM_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut gz = GadgetProcess::spawn(&client("gadget_zero"), &args)?;
     // vhci-hcd sometimes never enumerates a device attached soon after another left the same
     // port ("vhci_device speed not set", no URB at all; seen under TCG with the port idle for
     // over a second). That is the host's doing, not the daemon's: start the program again once.
-    if sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).is_err() {
-        let st = gz.stop(Duration::from_secs(5))?;
-        note(
-            rep,
-            format!(
-                "C gadget_zero on {what} was never enumerated (exited: {st}); starting it again"
-            ),
-        );
-        let _ = sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10));
-        wait_vhci_idle();
-        gz = GadgetProcess::spawn(&client("gadget_zero"), &[])?;
-    }
-    // the same count and runs on every C Gadget Zero substrate, so ratios compare
-    let m = Matrix {
+    let dev = match wait() {
+        Ok(d) => d,
+        Err(_) => {
+            let st = gz.stop(Duration::from_secs(5))?;
+            note(
+                rep,
+                format!("C gadget_zero on {what} was never enumerated (exited: {st}); starting it again"),
+            );
+            wait_vhci_idle();
+            gz = GadgetProcess::spawn(&client("gadget_zero"), &args)?;
+            wait()?
+        }
+    };
+    substrate_state(
         rep,
         sub,
-        count: p.count.min(20),
-        runs: p.runs.min(3),
-        case_timeout: p.case_timeout,
-    };
-    let pid = gz.pid();
-    let r =
-        sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
-            substrate_state(
-                rep,
-                sub,
-                SubstrateState::Up,
-                format!("C gadget_zero on {what}, {}", dev.sysfs.display()),
+        SubstrateState::Up,
+        format!("C gadget_zero on {what}, {}", dev.sysfs.display()),
+    );
+    Ok(Side {
+        sub,
+        what,
+        gz,
+        serve,
+        dev,
+        failed: None,
+        passed: Vec::new(),
+    })
+}
+
+/// The usbtest cases on every side, interleaved run by run (case c: run 1 on each side, run 2
+/// on each side, ...): under TCG on a shared host the cost of a wakeup moves by 10× within a
+/// boot, and substrates measured one after the other would be compared across those moves.
+/// Each (case, side) is profiled ([`profile`]) over its runs.
+fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
+    let count = p.count.min(20);
+    let runs = p.runs.min(3);
+    for &case in &p.cases {
+        let params = usbtest::case_params(case, count);
+        let mut outcomes: Vec<Vec<RunOutcome>> = sides.iter().map(|_| Vec::new()).collect();
+        let mut profiles: Vec<profile::Snapshot> =
+            sides.iter().map(|_| Default::default()).collect();
+        let mut done = vec![false; sides.len()];
+        for _ in 0..runs {
+            for (i, s) in sides.iter_mut().enumerate() {
+                if done[i] || s.failed.is_some() {
+                    continue;
+                }
+                let before = profile::Snapshot::take(s.serve, Some(s.gz.pid()));
+                let r = run_case_watched(&s.dev.devnode(), params, p.case_timeout);
+                profiles[i]
+                    .accumulate(&profile::Snapshot::take(s.serve, Some(s.gz.pid())).delta(&before));
+                match r {
+                    Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
+                    Ok(Err(e)) => {
+                        // a failing case fails the same way again
+                        done[i] = true;
+                        if !s.dev.present() {
+                            s.failed = Some(format!("device lost during case {case} ({e})"));
+                        }
+                        outcomes[i].push(RunOutcome::Error(e));
+                    }
+                    Err(rx) => {
+                        outcomes[i].push(RunOutcome::Error("timeout".into()));
+                        let action = kill_gadget(s.gz.pid())();
+                        let after = match rx.recv_timeout(Duration::from_secs(30)) {
+                            Ok(r) => format!("the ioctl then returned {r:?}"),
+                            Err(_) => "the ioctl is still stuck 30 s later".to_string(),
+                        };
+                        s.failed = Some(format!(
+                            "case {case} hung for more than {:?}; {action}; {after}",
+                            p.case_timeout
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, s) in sides.iter_mut().enumerate() {
+            if outcomes[i].is_empty() {
+                continue;
+            }
+            let o = std::mem::take(&mut outcomes[i]);
+            let summary: Vec<String> = o
+                .iter()
+                .map(|r| match r {
+                    RunOutcome::Pass(d) => format!("{d:.3}"),
+                    RunOutcome::Error(e) => e.clone(),
+                })
+                .collect();
+            println!(
+                "bench-guest: {} case {case:2} {:<22} {}",
+                s.sub,
+                usbtest::case_name(case),
+                summary.join(" ")
             );
-            let passed = usbtest_matrix(&m, &dev, &p.cases, -1, &mut kill_gadget(pid))?;
-            gz.check_alive()?;
-            control_round_trip(rep, what, &dev, p.runs.min(3));
-            Ok(passed)
-        });
-    let st = gz.stop(Duration::from_secs(5))?;
-    note(rep, format!("C gadget_zero on {what} exited: {st}"));
-    if let Err(e) = &r {
-        substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+            let iterations = f64::from(count) * o.len() as f64;
+            note(
+                rep,
+                profiles[i].line(
+                    iterations,
+                    &format!("profile ({}) case {case}, per usbtest iteration", s.sub),
+                ),
+            );
+            s.passed
+                .push((case, o.iter().all(|r| matches!(r, RunOutcome::Pass(_)))));
+            rep.emit(&Record::Usbtest {
+                substrate: s.sub.into(),
+                params,
+                alt: -1,
+                runs: o,
+            });
+        }
     }
-    sysfs::wait_gone(GZERO_VID, GZERO_PID, Duration::from_secs(10))?;
-    r
+    for s in sides.iter() {
+        if let Some(why) = &s.failed {
+            substrate_state(rep, s.sub, SubstrateState::Failed, why.clone());
+        }
+    }
+}
+
+/// The ep0 round trip a host sees, on every side in turn: a vendor OUT control request with no
+/// data stage (bRequest 0x5b, wLength 0) that the C Gadget Zero answers with EVENT_FETCH then
+/// EP0_READ(0), the status stage. Each request is timed on its own; per side, the median and
+/// the 90th percentile over `runs` rounds of [`ROUND_TRIPS`] (after one warm-up round), and
+/// the profile per request.
+fn control_round_trips(rep: &Reporter, sides: &[Side], runs: u32) {
+    let setup = [0x40, 0x5b, 0, 0, 0, 0, 0, 0];
+    let mut times: Vec<Vec<f64>> = sides.iter().map(|_| Vec::new()).collect();
+    let mut profiles: Vec<profile::Snapshot> = sides.iter().map(|_| Default::default()).collect();
+    let mut devices: Vec<Option<crate::usbfs::Device>> = sides
+        .iter()
+        .map(|s| {
+            if s.failed.is_some() {
+                return None;
+            }
+            crate::usbfs::Device::open(&s.dev.devnode())
+                .map_err(|e| note(rep, format!("ep0 round trip on {}: {e}", s.what)))
+                .ok()
+        })
+        .collect();
+    for run in 0..=runs {
+        for (i, s) in sides.iter().enumerate() {
+            let Some(d) = &devices[i] else { continue };
+            let before = profile::Snapshot::take(s.serve, Some(s.gz.pid()));
+            let mut ok = true;
+            for _ in 0..ROUND_TRIPS {
+                let t = Instant::now();
+                if let Err(e) = d.control(setup, &mut [], Duration::from_secs(5)) {
+                    note(
+                        rep,
+                        format!("ep0 round trip on {}: control failed: {e:?}", s.what),
+                    );
+                    ok = false;
+                    break;
+                }
+                // run 0 is a warm-up
+                if run > 0 {
+                    times[i].push(t.elapsed().as_nanos() as f64);
+                }
+            }
+            if run > 0 {
+                profiles[i]
+                    .accumulate(&profile::Snapshot::take(s.serve, Some(s.gz.pid())).delta(&before));
+            }
+            if !ok {
+                devices[i] = None;
+                times[i].clear();
+            }
+        }
+    }
+    for (i, s) in sides.iter().enumerate() {
+        let n = times[i].len();
+        if n == 0 {
+            continue;
+        }
+        note(
+            rep,
+            profiles[i].line(
+                n as f64,
+                &format!("profile {} ep0 round trip, per request", s.what),
+            ),
+        );
+        let med = median(&mut times[i]);
+        let p90 = times[i][n * 9 / 10];
+        check(
+            rep,
+            &format!("latency {} ep0_round_trip", s.what),
+            true,
+            format!(
+                "median {med:.0} ns per request (p90 {p90:.0}) over {runs} runs of {ROUND_TRIPS}: \
+                 vendor OUT wLength 0 via usbfs, answered by EVENT_FETCH + EP0_READ(0)"
+            ),
+        );
+    }
 }
 
 /// Gates a serve substrate: every case passes, as on (c). Returns whether it did.
-fn every_case_passes(rep: &Reporter, sub: &str, r: &Result<Vec<(u32, bool)>>) -> bool {
-    let Ok(passed) = r else {
+fn every_case_passes(rep: &Reporter, s: &Side) -> bool {
+    if let Some(why) = &s.failed {
+        check(
+            rep,
+            &format!("usbtest on ({}): every case passes, as on (c)", s.sub),
+            false,
+            why.clone(),
+        );
         return false;
-    };
-    let bad: Vec<String> = passed
+    }
+    let bad: Vec<String> = s
+        .passed
         .iter()
         .filter(|(_, ok)| !ok)
         .map(|(c, _)| c.to_string())
         .collect();
     check(
         rep,
-        &format!("usbtest on ({sub}): every case passes, as on (c)"),
+        &format!("usbtest on ({}): every case passes, as on (c)", s.sub),
         bad.is_empty(),
         if bad.is_empty() {
-            format!("{} cases passed", passed.len())
+            format!("{} cases passed", s.passed.len())
         } else {
             format!("failed cases: {}", bad.join(","))
         },
@@ -358,7 +532,7 @@ fn wakeup_floor(rep: &Reporter, phase: &str) {
 /// Where the time of a CUSE round goes: the latency probe again with the daemon's threads and
 /// the probe on one CPU (busybox `taskset`), so that no wakeup crosses CPUs. A diagnostic:
 /// nothing is pinned in normal use.
-fn pinned_latency(rep: &Reporter, serve_pid: u32) {
+fn pinned_latency(rep: &Reporter, serve_pid: u32, node: &str) {
     let pin = |tid: &str| {
         Command::new("taskset")
             .args(["-p", "1", tid])
@@ -383,7 +557,7 @@ fn pinned_latency(rep: &Reporter, serve_pid: u32) {
     }
     match run_client(
         "taskset",
-        &["1", &client("ioctl_latency"), "-i", "2000"],
+        &["1", &client("ioctl_latency"), "-n", node, "-i", "2000"],
         Duration::from_secs(120),
     ) {
         Ok((_, out)) => {
@@ -428,17 +602,26 @@ fn wait_vhci_idle() {
     std::thread::sleep(Duration::from_secs(2));
 }
 
-/// Starts `rawgadget serve` with `args` and waits for its node.
-fn start_serve(p: &Params, args: &[&str]) -> Result<GadgetProcess> {
-    let mut all = vec!["serve".to_string()];
+/// The nodes of the two daemons, beside the module's `/dev/raw-gadget`.
+const NODE_FAST: &str = "/dev/raw-gadget-fast";
+const NODE_SLOW: &str = "/dev/raw-gadget-slow";
+
+/// Starts `rawgadget serve --name` `node` with `args` and waits for its node.
+fn start_serve(p: &Params, node: &str, args: &[&str]) -> Result<GadgetProcess> {
+    let name = node.trim_start_matches("/dev/");
+    let mut all = vec!["serve".to_string(), "--name".into(), name.into()];
     all.extend(args.iter().map(|a| a.to_string()));
     let mut serve = GadgetProcess::spawn(&p.gadget_cli, &all)?;
-    gadget::wait_path(Path::new(NODE), Duration::from_secs(20))?;
+    gadget::wait_path(Path::new(node), Duration::from_secs(20))?;
     serve.check_alive()?;
     Ok(serve)
 }
 
 /// The scenario. Returns the number of failed parts.
+///
+/// The module stays loaded throughout and the two daemons serve other node names
+/// (`/dev/raw-gadget-fast`, `/dev/raw-gadget-slow`), so that the three C Gadget Zeros are
+/// enumerated at once (dummy_hcd, two vhci ports) and every measurement interleaves them.
 pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
     for m in ["cuse", "usbip-core", "vhci-hcd", "dummy_hcd", "raw_gadget"] {
         gadget::modprobe(m, &[])?;
@@ -447,21 +630,12 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
     gadget::wait_path(Path::new(NODE), Duration::from_secs(10))?;
     let mut failed = 0;
 
-    // (1a) and (3a) on the reference module.
+    // (1a) the errno script on the reference module.
     let (rc, module_out) = run_client(&client("errno_script"), &[], Duration::from_secs(120))?;
     note(rep, format!("errno_script on raw_gadget.ko exited {rc}"));
     for l in module_out.lines() {
         println!("bench-guest: module: {l}");
     }
-    wakeup_floor(rep, "raw_gadget.ko");
-    latency(rep, "raw_gadget.ko", p.runs);
-    // (b-C) the same C Gadget Zero on the module: the reference for (d), not gated
-    if let Err(e) = c_gadget_zero(p, rep, B_C, "raw_gadget.ko") {
-        note(rep, format!("(b-C) C gadget_zero on raw_gadget.ko: {e:#}"));
-    }
-
-    // Switch to `rawgadget serve`: it refuses while the module's node exists.
-    gadget::rmmod("raw_gadget")?;
     if p.gadget_cli.is_empty() {
         for sub in [substrate::D, D_SLOW] {
             substrate_state(
@@ -471,15 +645,30 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
                 format!("our rawgadget CLI is not available: {}", p.gadget_missing),
             );
         }
+        wakeup_floor(rep, "raw_gadget.ko");
+        latency(rep, &[("raw_gadget.ko", NODE)], p.runs);
         return Ok(1);
     }
-    let mut serve = start_serve(p, &[])?;
+    let serve_fast = start_serve(p, NODE_FAST, &[])?;
+    let serve_slow = match start_serve(p, NODE_SLOW, &["--no-fast-path"]) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = serve_fast.stop(Duration::from_secs(5));
+            return Err(e);
+        }
+    };
+    let (fast_pid, slow_pid) = (serve_fast.pid(), serve_slow.pid());
     let r = (|| -> Result<i32> {
         let mut failed = 0;
-
         // (1b) the same script on serve, compared.
-        let (rc2, serve_out) = run_client(&client("errno_script"), &[], Duration::from_secs(120))?;
+        let (rc2, serve_out) = run_client(
+            &client("errno_script"),
+            &["-n", NODE_FAST],
+            Duration::from_secs(120),
+        )?;
         note(rep, format!("errno_script on rawgadget serve exited {rc2}"));
+        // its header names the node
+        let serve_out = serve_out.replace(NODE_FAST, NODE);
         let (diffs, ok) = compare(&module_out, &serve_out);
         let lines = module_out.lines().count();
         for (n, m, s, v) in &diffs {
@@ -506,55 +695,79 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
         ) {
             failed += 1;
         }
-        serve.check_alive()?;
 
-        // (2) the C Gadget Zero on serve (fast path), under usbtest. Contract prediction: the
-        // same as (c), our engine through vhci-hcd, which passes every case of this subset.
-        let r = c_gadget_zero(p, rep, substrate::D, "rawgadget serve");
-        if !every_case_passes(rep, substrate::D, &r) {
-            failed += 1;
+        // (2) the C Gadget Zero on (b-C) the module, (d) serve and (d-slow) serve
+        // --no-fast-path, all enumerated at once, measured interleaved. Contract prediction
+        // for (d) and (d-slow): the same as (c), our engine through vhci-hcd.
+        let mut sides: Vec<Side> = Vec::new();
+        let plan: [(&'static str, &'static str, &str, Option<u32>); 3] = [
+            (B_C, "raw_gadget.ko", NODE, None),
+            (substrate::D, "rawgadget serve", NODE_FAST, Some(fast_pid)),
+            (
+                D_SLOW,
+                "rawgadget serve --no-fast-path",
+                NODE_SLOW,
+                Some(slow_pid),
+            ),
+        ];
+        for (sub, what, node, serve) in plan {
+            let others: Vec<PathBuf> = sides.iter().map(|s| s.dev.sysfs.clone()).collect();
+            match start_side(rep, sub, what, node, serve, &others) {
+                Ok(s) => sides.push(s),
+                Err(e) => {
+                    substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
+                    if sub != B_C {
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        interleaved_matrix(p, rep, &mut sides);
+        control_round_trips(rep, &sides, p.runs.min(3));
+        for mut s in sides {
+            if s.sub != B_C && !every_case_passes(rep, &s) {
+                failed += 1;
+            }
+            if s.failed.is_none() {
+                if let Err(e) = s.gz.check_alive() {
+                    note(rep, format!("C gadget_zero on {}: {e:#}", s.what));
+                }
+            }
+            let st = s.gz.stop(Duration::from_secs(5))?;
+            note(rep, format!("C gadget_zero on {} exited: {st}", s.what));
         }
 
-        // (3b) latency on serve; then once with everything on one CPU (a diagnostic)
-        wakeup_floor(rep, "rawgadget serve");
-        latency(rep, "rawgadget serve", p.runs);
-        serve.check_alive()?;
-        pinned_latency(rep, serve.pid());
-        serve.check_alive()?;
+        // (3) latency: the floor, then the probe on the three nodes interleaved; then once
+        // with everything on one CPU (a diagnostic)
+        wakeup_floor(rep, "the latency probes");
+        latency(
+            rep,
+            &[
+                ("raw_gadget.ko", NODE),
+                ("rawgadget serve", NODE_FAST),
+                ("rawgadget serve --no-fast-path", NODE_SLOW),
+            ],
+            p.runs.min(3),
+        );
+        pinned_latency(rep, fast_pid, NODE_FAST);
         Ok(failed)
     })();
-    let st = serve.stop(Duration::from_secs(5))?;
-    note(rep, format!("rawgadget serve exited: {st}"));
+    for (serve, what) in [
+        (serve_fast, "rawgadget serve"),
+        (serve_slow, "rawgadget serve --no-fast-path"),
+    ] {
+        let mut serve = serve;
+        if let Err(e) = serve.check_alive() {
+            check(rep, what, false, format!("{e:#}"));
+            failed += 1;
+        }
+        let st = serve.stop(Duration::from_secs(5))?;
+        note(rep, format!("{what} exited: {st}"));
+    }
     match r {
         Ok(n) => failed += n,
         Err(e) => {
             check(rep, "rawgadget serve", false, format!("{e:#}"));
-            failed += 1;
-        }
-    }
-
-    // (d-slow) the retry protocol only: the same C Gadget Zero and latency probe.
-    wait_vhci_idle();
-    let r = start_serve(p, &["--no-fast-path"]).and_then(|mut serve| {
-        let r = c_gadget_zero(p, rep, D_SLOW, "rawgadget serve --no-fast-path");
-        let passes = every_case_passes(rep, D_SLOW, &r);
-        wakeup_floor(rep, "rawgadget serve --no-fast-path");
-        latency(rep, "rawgadget serve --no-fast-path", p.runs.min(3));
-        serve.check_alive()?;
-        let st = serve.stop(Duration::from_secs(5))?;
-        note(rep, format!("rawgadget serve --no-fast-path exited: {st}"));
-        Ok(passes)
-    });
-    match r {
-        Ok(true) => {}
-        Ok(false) => failed += 1,
-        Err(e) => {
-            check(
-                rep,
-                "rawgadget serve --no-fast-path",
-                false,
-                format!("{e:#}"),
-            );
             failed += 1;
         }
     }
