@@ -311,6 +311,25 @@ impl ClientFlush {
         }
     }
 
+    /// [`ClientFlush::collect`] for a caller that wakes the bus's waiters itself, from what
+    /// the host can see before and after (the CUSE front-end's
+    /// `SharedBus::client_quiet_then`): only the replies to write, if this thread is to
+    /// write them. Call under the bus lock; write after releasing it.
+    pub fn take_replies(&self, bus: &mut Bus) -> Option<PendingWrite> {
+        let conn = self.slot().clone()?;
+        match conn.take(bus) {
+            Ok(bytes) => bytes.map(|bytes| PendingWrite {
+                conn,
+                bytes: Some(bytes),
+            }),
+            Err(e) => {
+                // the writer thread sees the overrun when it next collects, and closes
+                tracing::debug!(error = %e, "client-side collect failed; the writer closes");
+                None
+            }
+        }
+    }
+
     fn register(&self, conn: Arc<dyn ClientOutput>) {
         *self.slot() = Some(conn);
     }

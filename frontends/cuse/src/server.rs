@@ -667,7 +667,7 @@ impl Inner {
                 };
                 // contract P4: the host's replies this op produced go out from this thread,
                 // not through a wakeup of the link's writer
-                (finished, flush.as_ref().and_then(|f| f.collect(b)))
+                (finished, flush.as_ref().and_then(|f| f.take_replies(b)))
             },
         );
         // the host's reply first: it is what the host waits for (P4)
