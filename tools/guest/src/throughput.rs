@@ -518,7 +518,7 @@ fn floor_and_throughput(p: &Params, rep: &Reporter) -> Result<()> {
 }
 
 /// The usbtest matrix on several devices at once, run by run: case k run 1 on each, run 2 on
-/// each ... (contract P5: compare within one run; interleaving also within one minute). A case
+/// each (who goes first rotates from run to run) ... (contract P5: compare within one run; interleaving also within one minute). A case
 /// that fails is not repeated on that device; a hang kills that device's process (SIGKILL) and
 /// ends its matrix; the others go on.
 ///
@@ -535,8 +535,11 @@ pub(crate) fn interleaved_matrix(
         let params = usbtest::case_params(case, p.count);
         let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
         let mut failed = vec![false; subs.len()];
-        for _ in 0..p.runs {
-            for (i, &(_, dev, pid)) in subs.iter().enumerate() {
+        for run in 0..p.runs as usize {
+            // the first of each round starts on a device that has just idled: rotate who goes
+            // first, so that no device is always first
+            for i in (0..subs.len()).map(|k| (k + run) % subs.len()) {
+                let (_, dev, pid) = subs[i];
                 if !alive[i] || failed[i] {
                     continue;
                 }
