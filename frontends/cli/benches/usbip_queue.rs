@@ -19,6 +19,10 @@
 //! `cargo bench -p rawgadget-cli --bench usbip_queue` (`-- --quick` for fewer runs; a case
 //! name part such as `10` or `unlink` runs that case only; `--only-c` or `--only-n` one side).
 
+#[path = "../../gadget/benches/common/measure.rs"]
+mod measure;
+use measure::{context_switches, median, process_cpu_time};
+
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
@@ -345,34 +349,6 @@ fn control_sync(rig: &mut Rig, iterations: usize) -> (Figures, usize) {
         }
     });
     (figures, bad)
-}
-
-fn process_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Voluntary and involuntary context switches of every live thread of this process.
-fn context_switches() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 type Case = fn(&mut Rig, usize) -> (Figures, usize);

@@ -14,6 +14,7 @@
 //! 16 it reaps completions in batches.
 
 mod common;
+use common::measure::{median, process_cpu_time};
 use common::{config_descriptor, endpoint_descriptor, BULK_IN, BULK_OUT, DEVICE};
 
 use std::hint::black_box;
@@ -346,11 +347,6 @@ impl Clock {
     }
 }
 
-fn process_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 fn median_figures(v: Vec<Figures>) -> Figures {
     Figures {
         rate: median(v.iter().map(|f| f.rate).collect()),
@@ -405,11 +401,6 @@ fn memcpy(size: usize, n: usize) -> f64 {
         })
         .collect();
     median(rates)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn load_average() -> String {

@@ -14,6 +14,7 @@
 //! `cargo bench -p rawgadget --bench usbip_loop` (`-- --quick` for fewer, shorter runs).
 
 mod common;
+use common::measure::{context_switches, median, process_cpu_time};
 use common::{config_descriptor, endpoint_descriptor, BULK_IN, BULK_OUT, DEVICE};
 
 use std::hint::black_box;
@@ -191,34 +192,6 @@ fn rate(rig: &mut Rig, case: Case, n: usize) -> Figures {
         cpu_us: (process_cpu_time() - cpu).as_secs_f64() * 1e6 / n as f64,
         switches: context_switches().saturating_sub(switches) as f64 / n as f64,
     }
-}
-
-fn process_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Voluntary and involuntary context switches of every live thread of this process.
-fn context_switches() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -1,6 +1,8 @@
 //! The small vendor device both benches enumerate: one configuration with a bulk IN and a bulk
 //! OUT endpoint (512 bytes, high speed), no strings.
 
+pub mod measure;
+
 use rawgadget::{EndpointAddress, EndpointDescriptor, TransferType};
 
 pub const BULK_IN: [u8; 7] = [7, 5, 0x81, 2, 0x00, 0x02, 0];
