@@ -742,6 +742,13 @@ pub fn usbip_targets(c: &Collected) -> Option<(String, Vec<(u32, TargetVerdict)>
         return None;
     }
     let med = |sub: &str, case: u32| c.cell(sub, case).median().filter(|m| *m > 0.0);
+    // (c) as measured beside the floor, runs interleaved, when the boot has it (as in
+    // [`floor_comparison`]): the same host load as (n)'s figure it is shown with
+    let ours = if has(substrate::C_WITH_N) {
+        substrate::C_WITH_N
+    } else {
+        substrate::C
+    };
     let judge =
         |ours: Option<f64>, floor: Option<f64>, ok: &dyn Fn(f64) -> bool| match (ours, floor) {
             (Some(o), _) if ok(o) => TargetVerdict::Met,
@@ -750,8 +757,13 @@ pub fn usbip_targets(c: &Collected) -> Option<(String, Vec<(u32, TargetVerdict)>
             _ => TargetVerdict::NoRatio,
         };
     let ratio = |x: Option<f64>, y: Option<f64>| x.zip(y).map(|(x, y)| x / y);
-    let mut s = String::from(
-        "| case | target | (c) | (n) floor, same measure | verdict |\n|---|---|---|---|---|\n",
+    let label = if ours == substrate::C_WITH_N {
+        " beside (n), interleaved"
+    } else {
+        ""
+    };
+    let mut s = format!(
+        "| case | target | (c){label} | (n) floor, same measure | verdict |\n|---|---|---|---|---|\n"
     );
     let mut verdicts = Vec::new();
     let mut row =
@@ -772,19 +784,13 @@ pub fn usbip_targets(c: &Collected) -> Option<(String, Vec<(u32, TargetVerdict)>
         };
     for &case in USBIP_VS_A_CASES {
         let a = med(substrate::A, case);
-        let (ours, floor) = (
-            ratio(med(substrate::C, case), a),
-            ratio(med(substrate::N, case), a),
-        );
+        let (ours, floor) = (ratio(med(ours, case), a), ratio(med(substrate::N, case), a));
         let v = judge(ours, floor, &|r| r <= 1.5);
         row(case, "(c)/(a) ≤ 1.5×".into(), ours, floor, v);
     }
     for &(case, times) in USBIP_SPEEDUP_CASES {
         let b = med(substrate::B, case);
-        let (ours, floor) = (
-            ratio(b, med(substrate::C, case)),
-            ratio(b, med(substrate::N, case)),
-        );
+        let (ours, floor) = (ratio(b, med(ours, case)), ratio(b, med(substrate::N, case)));
         let v = judge(ours, floor, &|r| r >= times);
         row(case, format!("(b)/(c) ≥ {times:.0}×"), ours, floor, v);
     }
@@ -793,10 +799,7 @@ pub fn usbip_targets(c: &Collected) -> Option<(String, Vec<(u32, TargetVerdict)>
             continue;
         }
         let b = med(substrate::B, case);
-        let (ours, floor) = (
-            ratio(med(substrate::C, case), b),
-            ratio(med(substrate::N, case), b),
-        );
+        let (ours, floor) = (ratio(med(ours, case), b), ratio(med(substrate::N, case), b));
         if ours.is_none() {
             continue; // an errno on either side: the pass/errno gates speak for it
         }
@@ -1257,6 +1260,16 @@ mod tests {
             "{t}"
         );
         assert!(usbip_targets(&collected(&[("c", 1, pass(0.1))])).is_none());
+        // (c) measured beside the floor is preferred: the same load as the floor's figure
+        let beside = collected(&[
+            ("a", 1, pass(0.02)),
+            ("c", 1, pass(0.5)),
+            ("c+n", 1, pass(0.025)),
+            ("n", 1, pass(0.05)),
+        ]);
+        let (t2, v2) = usbip_targets(&beside).unwrap();
+        assert!(t2.contains("(c) beside (n), interleaved"), "{t2}");
+        assert_eq!(v2[0], (1, TargetVerdict::Met), "{t2}");
     }
 
     #[test]
