@@ -569,27 +569,27 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     if p.wants(substrate::B_C) && !pair {
         // (b-C) the same module driven by the C Gadget Zero (same request size, 32 KiB): the
         // reference our Rust one must not be slower than (issue 4), measured in this boot.
-        let args = c_gadget_zero_args("dummy_udc.0");
-        match GadgetProcess::spawn(&crate::cuse::client("gadget_zero"), &args) {
-            Ok(g) => failed += raw_gadget_matrix(p, rep, substrate::B_C, g, "the C Gadget Zero")?,
-            Err(e) => {
-                substrate_state(
-                    rep,
-                    substrate::B_C,
-                    SubstrateState::Failed,
-                    format!("{e:#}"),
-                );
-                failed += 1;
-            }
+        match spawn_c_gadget_zero(rep, "dummy_udc.0") {
+            Some(g) => failed += raw_gadget_matrix(p, rep, substrate::B_C, g, "the C Gadget Zero")?,
+            None => failed += 1,
         }
     }
     crate::throughput::dummy_substrates(p, rep);
     Ok(failed)
 }
 
-/// The C Gadget Zero's arguments for raw_gadget.ko on `udc` (request size 32 KiB, as ours).
-fn c_gadget_zero_args(udc: &str) -> [String; 6] {
-    ["-d", "dummy_udc", "-u", udc, "-r", "32768"].map(String::from)
+/// Starts the C Gadget Zero (tests/c) on raw_gadget.ko on `udc`, with 32 KiB requests as
+/// ours; a failure to start is recorded as (b-C) failed.
+fn spawn_c_gadget_zero(rep: &Reporter, udc: &str) -> Option<GadgetProcess> {
+    let args = ["-d", "dummy_udc", "-u", udc, "-r", "32768"].map(String::from);
+    match GadgetProcess::spawn(&crate::cuse::client("gadget_zero"), &args) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            let why = format!("{e:#}");
+            substrate_state(rep, substrate::B_C, SubstrateState::Failed, why);
+            None
+        }
+    }
 }
 
 /// (b) our Gadget Zero on dummy_udc.0 and (b-C) the C one on dummy_udc.1, both enumerated at
@@ -618,23 +618,12 @@ fn raw_gadget_pair(p: &Params, rep: &Reporter) -> Result<i32> {
         up = enumerated(rep, sub, g, &mut devs);
     }
     if up {
-        match GadgetProcess::spawn(
-            &crate::cuse::client("gadget_zero"),
-            &c_gadget_zero_args("dummy_udc.1"),
-        ) {
-            Ok(g) => {
+        match spawn_c_gadget_zero(rep, "dummy_udc.1") {
+            Some(g) => {
                 up = enumerated(rep, substrate::B_C, &g, &mut devs);
                 procs.push((substrate::B_C, g));
             }
-            Err(e) => {
-                substrate_state(
-                    rep,
-                    substrate::B_C,
-                    SubstrateState::Failed,
-                    format!("{e:#}"),
-                );
-                up = false;
-            }
+            None => up = false,
         }
     }
     if !up {
