@@ -443,6 +443,26 @@ impl Endpoint {
         })
     }
 
+    /// One EP_WRITE (`dir` IN) or EP_READ (OUT) of `len` bytes on a borrowed buffer: the
+    /// direction check, the backend call `io` and the logs every such form shares.
+    fn transfer(
+        &self,
+        dir: Direction,
+        len: usize,
+        io: impl FnOnce(&dyn Backend, EpHandle, &CancelHandle) -> std::result::Result<usize, Errno>,
+    ) -> Result<usize> {
+        let _e = self.inner.span.enter();
+        let (what, op) = match dir {
+            Direction::In => ("write", "USB_RAW_IOCTL_EP_WRITE"),
+            Direction::Out => ("read", "USB_RAW_IOCTL_EP_READ"),
+        };
+        self.check_direction(dir, what)?;
+        let backend = &*self.inner.gadget.backend;
+        let n = self.call(op, io(backend, self.inner.handle, &self.inner.cancel))?;
+        trace!(len, transferred = n, "{what}");
+        Ok(n)
+    }
+
     fn check_direction(&self, want: Direction, what: &str) -> Result<()> {
         if self.direction() != want {
             return Err(Error::InvalidArgument(format!(
@@ -462,16 +482,9 @@ impl Endpoint {
     /// EP_WRITE with flags ([`IoFlags::ZERO`] ends the transfer with a zero-length packet when
     /// its length is a multiple of maxpacket).
     pub fn write_with(&self, data: &[u8], flags: IoFlags) -> Result<usize> {
-        let _e = self.inner.span.enter();
-        self.check_direction(Direction::In, "write")?;
-        let g = &self.inner.gadget;
-        let n = self.call(
-            "USB_RAW_IOCTL_EP_WRITE",
-            g.backend
-                .ep_write(self.inner.handle, data, flags, &self.inner.cancel),
-        )?;
-        trace!(len = data.len(), sent = n, "write");
-        Ok(n)
+        self.transfer(Direction::In, data.len(), |b, ep, cancel| {
+            b.ep_write(ep, data, flags, cancel)
+        })
     }
 
     /// EP_WRITE of `buf`'s payload (IN endpoints), leaving the payload as it was. Returns
@@ -483,32 +496,18 @@ impl Endpoint {
 
     /// [`write_buf`](Self::write_buf) with flags.
     pub fn write_buf_with(&self, buf: &mut EpBuffer, flags: IoFlags) -> Result<usize> {
-        let _e = self.inner.span.enter();
-        self.check_direction(Direction::In, "write")?;
-        let g = &self.inner.gadget;
-        let n = self.call(
-            "USB_RAW_IOCTL_EP_WRITE",
-            g.backend
-                .ep_write_buf(self.inner.handle, buf, flags, &self.inner.cancel),
-        )?;
-        trace!(len = buf.len(), sent = n, "write");
-        Ok(n)
+        self.transfer(Direction::In, buf.len(), |b, ep, cancel| {
+            b.ep_write_buf(ep, buf, flags, cancel)
+        })
     }
 
     /// EP_READ of up to `buf.len()` bytes into `buf`'s payload (OUT endpoints). Returns the
     /// bytes received: `buf[..n]`. On a device node it is one ioctl on `buf` itself, without
     /// allocation or copy (see [`EpBuffer`]).
     pub fn read_buf(&self, buf: &mut EpBuffer) -> Result<usize> {
-        let _e = self.inner.span.enter();
-        self.check_direction(Direction::Out, "read")?;
-        let g = &self.inner.gadget;
-        let n = self.call(
-            "USB_RAW_IOCTL_EP_READ",
-            g.backend
-                .ep_read_buf(self.inner.handle, buf, IoFlags::NONE, &self.inner.cancel),
-        )?;
-        trace!(len = buf.len(), received = n, "read");
-        Ok(n)
+        self.transfer(Direction::Out, buf.len(), |b, ep, cancel| {
+            b.ep_read_buf(ep, buf, IoFlags::NONE, cancel)
+        })
     }
 
     /// EP_WRITE of an owned buffer (IN endpoints): the backend may hand it to the controller
@@ -563,16 +562,9 @@ impl Endpoint {
 
     /// EP_READ into `buf`; returns the bytes received.
     pub fn read_into(&self, buf: &mut [u8]) -> Result<usize> {
-        let _e = self.inner.span.enter();
-        self.check_direction(Direction::Out, "read")?;
-        let g = &self.inner.gadget;
-        let n = self.call(
-            "USB_RAW_IOCTL_EP_READ",
-            g.backend
-                .ep_read(self.inner.handle, buf, IoFlags::NONE, &self.inner.cancel),
-        )?;
-        trace!(len = buf.len(), received = n, "read");
-        Ok(n)
+        self.transfer(Direction::Out, buf.len(), |b, ep, cancel| {
+            b.ep_read(ep, buf, IoFlags::NONE, cancel)
+        })
     }
 
     /// EP_SET_HALT. Fails with EINVAL while a transfer is in flight or on iso endpoints.

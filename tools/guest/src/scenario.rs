@@ -319,6 +319,19 @@ pub(crate) struct Matrix<'a> {
     pub case_timeout: Duration,
 }
 
+impl<'a> Matrix<'a> {
+    /// The scenario's count, runs and case timeout, reported under `sub`.
+    pub(crate) fn of(p: &Params, rep: &'a Reporter, sub: &'a str) -> Matrix<'a> {
+        Matrix {
+            rep,
+            sub,
+            count: p.count,
+            runs: p.runs,
+            case_timeout: p.case_timeout,
+        }
+    }
+}
+
 /// Runs every case of `cases` `runs` times on the usbtest-bound device and reports each case.
 /// A run that takes longer than `case_timeout` is reported as `timeout`, the device is cut off with
 /// `on_hang`, and the substrate's matrix ends there.
@@ -518,13 +531,7 @@ fn usbtest_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
         // (a) the in-kernel baseline.
         match SourceSink::bind("dummy_udc.0") {
             Ok(ss) => {
-                let m = Matrix {
-                    rep,
-                    sub: substrate::A,
-                    count: p.count,
-                    runs: p.runs,
-                    case_timeout: p.case_timeout,
-                };
+                let m = Matrix::of(p, rep, substrate::A);
                 let r = sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT)
                     .and_then(|dev| {
                         substrate_state(
@@ -651,13 +658,7 @@ fn raw_gadget_pair(p: &Params, rep: &Reporter) -> Result<i32> {
         }
         // the iso cases: neither Gadget Zero offers iso on dummy_udc (recorded as n/a)
         for ((sub, g), _) in procs.iter().zip(&lost).filter(|(_, l)| l.is_none()) {
-            let m = Matrix {
-                rep,
-                sub,
-                count: p.count,
-                runs: p.runs,
-                case_timeout: p.case_timeout,
-            };
+            let m = Matrix::of(p, rep, sub);
             if let Err(e) = usbtest_iso(&m, &mut kill_gadget(g.pid())) {
                 note(rep, format!("({sub}) iso cases: {e:#}"));
             }
@@ -701,13 +702,7 @@ fn raw_gadget_matrix(
     mut g: GadgetProcess,
     who: &str,
 ) -> Result<i32> {
-    let m = Matrix {
-        rep,
-        sub,
-        count: p.count,
-        runs: p.runs,
-        case_timeout: p.case_timeout,
-    };
+    let m = Matrix::of(p, rep, sub);
     let pid = g.pid();
     let r =
         sysfs::wait_for(GZERO_VID, GZERO_PID, 0, Some("usbtest"), ENUM_TIMEOUT).and_then(|dev| {
@@ -756,13 +751,7 @@ fn usbtest_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
     gadget::modprobe("usbtest", &["pattern=1"])?;
     crate::throughput::usbip_floor(p, rep);
     let sub = substrate::C;
-    let m = Matrix {
-        rep,
-        sub,
-        count: p.count,
-        runs: p.runs,
-        case_timeout: p.case_timeout,
-    };
+    let m = Matrix::of(p, rep, sub);
     // The non-iso cases run on the default controller personality (dummy_udc's, contract §2),
     // which is what `--usbip-attach` gives users and what (b′) is gated against. The iso cases
     // need the iso-capable personality (contract §4, `--usbip-iso`), which also changes non-iso
