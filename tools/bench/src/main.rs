@@ -540,6 +540,60 @@ fn unfinished(records: &[Record], requested: &[u32], retried: &[(String, u32)]) 
     out
 }
 
+/// Substrates measured side by side in one boot with their runs interleaved (issue 4 compares
+/// them): resuming one without the other would time them in different boots under different host
+/// load, which is what decided the verdicts before they were paired.
+const PAIRED: [&str; 2] = [substrate::B, substrate::B_C];
+
+/// The substrates of one resume boot: `first` alone, or `first` with its partner of [`PAIRED`] when
+/// the partner ran in this scenario, both on the union of their remaining cases in the order they
+/// were requested. The partner's own pending entry, if any, is taken out of `pending`.
+fn resume_group(
+    first: Unfinished,
+    pending: &mut std::collections::VecDeque<Unfinished>,
+    records: &[Record],
+    requested: &[u32],
+) -> Vec<Unfinished> {
+    let Some(partner) = PAIRED
+        .iter()
+        .find(|p| PAIRED.contains(&first.substrate.as_str()) && **p != first.substrate)
+    else {
+        return vec![first];
+    };
+    let partner_ran = records.iter().any(|r| match r {
+        Record::Usbtest { substrate: s, .. } | Record::Substrate { substrate: s, .. } => {
+            s == partner
+        }
+        _ => false,
+    });
+    if !partner_ran {
+        return vec![first];
+    }
+    let theirs = pending
+        .iter()
+        .position(|u| u.substrate == *partner)
+        .and_then(|i| pending.remove(i));
+    let mut cases: Vec<u32> = first.left.clone();
+    if let Some(t) = &theirs {
+        cases.extend(t.left.iter().copied().filter(|c| !first.left.contains(c)));
+    }
+    // requested order first, then any case not requested (kept as it came)
+    let rank = |c: &u32| requested.iter().position(|r| r == c).unwrap_or(usize::MAX);
+    cases.sort_by_key(rank);
+    let retry = theirs.and_then(|t| t.retry);
+    vec![
+        Unfinished {
+            left: cases.clone(),
+            ..first
+        },
+        Unfinished {
+            substrate: partner.to_string(),
+            left: cases,
+            retry,
+        },
+    ]
+}
+
 /// Whether every substrate that reported a failure still has a result for every requested case
 /// (its matrix was finished in later boots).
 fn failed_substrates_complete(records: &[Record], requested: &[u32]) -> bool {
@@ -594,41 +648,40 @@ fn run_one(
     let mut per_substrate: Vec<String> = Vec::new();
     let mut gave_up: Vec<Unfinished> = Vec::new();
     // First in, first out, so that every substrate gets its turn.
-    while let Some(Unfinished {
-        substrate: sub,
-        left,
-        retry,
-    }) = pending.pop_front()
-    {
+    while let Some(first) = pending.pop_front() {
+        let group = resume_group(first, &mut pending, &records, &requested);
         if n == MAX_RESUMES {
-            pending.push_front(Unfinished {
-                substrate: sub,
-                left,
-                retry,
-            });
+            pending.extend(group);
             break;
         }
-        if per_substrate.iter().filter(|x| **x == sub).count() == MAX_RESUMES_PER_SUBSTRATE {
-            gave_up.push(Unfinished {
-                substrate: sub,
-                left,
-                retry,
-            });
+        if group.iter().any(|u| {
+            per_substrate.iter().filter(|x| **x == u.substrate).count() == MAX_RESUMES_PER_SUBSTRATE
+        }) {
+            gave_up.extend(group);
             continue;
         }
-        per_substrate.push(sub.clone());
         n += 1;
-        let cases: Vec<String> = left.iter().map(u32::to_string).collect();
-        if let Some(case) = retry {
-            retried.push((sub.clone(), case));
+        let left = group[0].left.clone();
+        let subs: Vec<String> = group.iter().map(|u| u.substrate.clone()).collect();
+        for u in &group {
+            per_substrate.push(u.substrate.clone());
+            if let Some(case) = u.retry {
+                retried.push((u.substrate.clone(), case));
+            }
         }
+        let cases: Vec<String> = left.iter().map(u32::to_string).collect();
         let extra = format!(
             " rgbench.substrates={} rgbench.cases={}",
-            escape(&sub),
+            escape(&subs.join(",")),
             cases.join(",")
         );
+        let beside = match subs.get(1) {
+            Some(partner) => format!(", with ({partner}) measured beside it again"),
+            None => String::new(),
+        };
         eprintln!(
-            "bench: ({sub}) stopped part-way; resuming its cases {} in a new boot",
+            "bench: ({}) stopped part-way; resuming cases {} in a new boot{beside}",
+            subs[0],
             cases.join(",")
         );
         let dir = run_dir.join(format!("resume{n}"));
@@ -1054,6 +1107,67 @@ mod tests {
         // Already retried: only the cases not reached.
         let u = unfinished(&records, &[1, 2, 3, 4], &[("a'".into(), 2)]);
         assert_eq!((u[0].left.clone(), u[0].retry), (vec![3, 4], None));
+    }
+
+    #[test]
+    fn a_paired_substrate_is_resumed_with_its_partner_on_the_union_of_their_cases() {
+        let records = vec![
+            ran("b", 9, vec![RunOutcome::Pass(0.1)]),
+            ran("b", 10, vec![RunOutcome::Error("timeout".into())]),
+            failed("b"),
+            ran("b-c", 9, vec![RunOutcome::Pass(0.1)]),
+            ran("b-c", 10, vec![RunOutcome::Pass(0.1)]),
+            ran("b-c", 11, vec![RunOutcome::Error("ENODEV".into())]),
+            failed("b-c"),
+        ];
+        let requested = [9, 10, 11, 12];
+        let mut pending: std::collections::VecDeque<Unfinished> =
+            unfinished(&records, &requested, &[]).into();
+        assert_eq!(pending.len(), 2);
+        let first = pending.pop_front().unwrap();
+        let group = resume_group(first, &mut pending, &records, &requested);
+        assert!(pending.is_empty(), "the partner's own entry is folded in");
+        let got: Vec<(&str, Vec<u32>, Option<u32>)> = group
+            .iter()
+            .map(|u| (u.substrate.as_str(), u.left.clone(), u.retry))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b", vec![10, 11, 12], Some(10)),
+                ("b-c", vec![10, 11, 12], Some(11)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_paired_substrate_takes_its_finished_partner_along_but_a_lone_one_runs_alone() {
+        let lost = vec![
+            ran("b", 9, vec![RunOutcome::Pass(0.1)]),
+            ran("b", 10, vec![RunOutcome::Error("timeout".into())]),
+            failed("b"),
+        ];
+        let mut with_partner = lost.clone();
+        with_partner.push(ran("b-c", 10, vec![RunOutcome::Pass(0.1)]));
+        let first = unfinished(&with_partner, &[9, 10], &[]).remove(0);
+        let group = resume_group(first, &mut Default::default(), &with_partner, &[9, 10]);
+        let subs: Vec<&str> = group.iter().map(|u| u.substrate.as_str()).collect();
+        assert_eq!(subs, ["b", "b-c"]);
+        assert_eq!(group[1].retry, None, "the partner lost nothing");
+        // (b) run without (b-C) in this scenario: nothing to pair with
+        let first = unfinished(&lost, &[9, 10], &[]).remove(0);
+        let group = resume_group(first, &mut Default::default(), &lost, &[9, 10]);
+        assert_eq!(group.len(), 1);
+        // a substrate outside the pair is never grouped
+        let other = vec![
+            ran("a'", 1, vec![RunOutcome::Error("ENODEV".into())]),
+            failed("a'"),
+        ];
+        let first = unfinished(&other, &[1], &[]).remove(0);
+        assert_eq!(
+            resume_group(first, &mut Default::default(), &with_partner, &[1]).len(),
+            1
+        );
     }
 
     #[test]

@@ -383,7 +383,7 @@ pub fn table(c: &Collected) -> String {
         for (sub, _) in COLUMNS {
             let mut cell = c.cell(sub, case).render();
             if let Some(first) = c.retried.get(&(sub.to_string(), case)) {
-                cell.push_str(&format!(" (retried in a new boot; first: {first})"));
+                cell.push_str(&format!(" (run again in a new boot; first: {first})"));
             }
             let _ = write!(s, " {cell} |");
         }
@@ -1082,7 +1082,7 @@ mod tests {
         let row = t.lines().find(|l| l.starts_with("| 11 ")).unwrap();
         assert!(
             row.contains(
-                "0.200 (0.200–0.200) (retried in a new boot; first: ENODEV after 1 passes)"
+                "0.200 (0.200–0.200) (run again in a new boot; first: ENODEV after 1 passes)"
             ),
             "{row}"
         );
