@@ -117,6 +117,7 @@ pub fn build(
     cache: &Path,
     k: &Kernel,
     raw_gadget_ko: &Path,
+    dummy_hcd_ko: Option<&Path>,
     bins: &GuestBinaries,
 ) -> Result<PathBuf> {
     let release = k.version.release();
@@ -168,9 +169,20 @@ pub fn build(
             .map(str::to_string),
     );
     let wanted_refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let mut dummy_hcd_replaced = false;
     for rel in kernel::closure(&dep, &wanted_refs)? {
         let dst_rel = rel.trim_end_matches(".xz").trim_end_matches(".zst");
-        install_module(&mods_src.join(&rel), &mods_dst.join(dst_rel))?;
+        match dummy_hcd_ko {
+            // the rebuilt module takes the stock one's place, so every `modprobe dummy_hcd` loads it
+            Some(ko) if dst_rel.ends_with("/dummy_hcd.ko") => {
+                install_module(ko, &mods_dst.join(dst_rel))?;
+                dummy_hcd_replaced = true;
+            }
+            _ => install_module(&mods_src.join(&rel), &mods_dst.join(dst_rel))?,
+        }
+    }
+    if dummy_hcd_ko.is_some() && !dummy_hcd_replaced {
+        bail!("dummy_hcd.ko is not among the guest's modules: nothing to replace with the rebuilt one");
     }
     install_module(raw_gadget_ko, &mods_dst.join("extra/raw_gadget.ko"))?;
     for f in [

@@ -338,7 +338,11 @@ pub fn source_tarball(cache: &Path) -> Result<(PathBuf, String)> {
 pub const SOURCE_FILES: &[&str] = &[
     "drivers/usb/gadget/legacy/raw_gadget.c",
     "include/uapi/linux/usb/raw_gadget.h",
+    DUMMY_HCD_SOURCE,
 ];
+
+/// dummy_hcd's source in linux-source-6.12, rebuilt with [`DUMMY_HCD_HALT_FIX`].
+pub const DUMMY_HCD_SOURCE: &str = "drivers/usb/gadget/udc/dummy_hcd.c";
 
 /// Extracts [`SOURCE_FILES`] into `cache/src/<version>/` once (the tarball is ~150 MB of xz).
 pub fn extract_sources(cache: &Path) -> Result<PathBuf> {
@@ -366,24 +370,119 @@ pub fn extract_sources(cache: &Path) -> Result<PathBuf> {
 
 /// Builds raw_gadget.ko out of tree against the image's headers: a Kbuild with `obj-m :=
 /// raw_gadget.o`, the 6.12 UAPI header where the source includes it (`<uapi/linux/usb/...>`), and
-/// `make -C <headers> M=<dir>`. BTF generation is switched off: it needs pahole and the guest does not
-/// use module BTF.
+/// `make -C <headers> M=<dir>`.
 pub fn build_raw_gadget(cache: &Path, k: &Kernel, src: &Path) -> Result<PathBuf> {
     let dir = cache.join("raw_gadget").join(&k.version.abi);
-    let ko = dir.join("raw_gadget.ko");
     let c = src.join(SOURCE_FILES[0]);
     let h = src.join(SOURCE_FILES[1]);
-    let stamp = dir.join("source");
     let stamp_text = format!("{}\n", c.display());
-    if ko.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(&stamp_text) {
+    build_module(k, &dir, "raw_gadget", &stamp_text, |dir| {
+        fs::create_dir_all(dir.join("include/uapi/linux/usb"))?;
+        fs::copy(&c, dir.join("raw_gadget.c"))?;
+        fs::copy(&h, dir.join("include/uapi/linux/usb/raw_gadget.h"))?;
+        Ok("ccflags-y := -I$(src)/include\n")
+    })
+}
+
+/// The stock 6.12 `dummy_set_halt_and_wedge` writes the endpoint's `halted`/`wedged` bitfields
+/// without `dum->lock`, while `dummy_timer` rewrites the same word (`already_seen`, `setup_stage`)
+/// under the lock every 125 µs. A raw-gadget program's EP0_STALL lands there from process
+/// context, so now and then one side's write is lost: the stall vanishes and usbtest case 10 hangs
+/// for the Rust and the C Gadget Zero alike. The rebuilt module takes the lock, as dummy_queue and
+/// dummy_dequeue do; the gadget callbacks run with the lock dropped, so it cannot deadlock.
+pub const DUMMY_HCD_HALT_FIX: (&str, &str) = (
+    "\tif (!_ep)
+\t\treturn -EINVAL;
+\tep = usb_ep_to_dummy_ep(_ep);
+\tdum = ep_to_dummy(ep);
+\tif (!dum->driver)
+\t\treturn -ESHUTDOWN;
+\tif (!value)
+\t\tep->halted = ep->wedged = 0;
+\telse if (ep->desc && (ep->desc->bEndpointAddress & USB_DIR_IN) &&
+\t\t\t!list_empty(&ep->queue))
+\t\treturn -EAGAIN;
+\telse {
+\t\tep->halted = 1;
+\t\tif (wedged)
+\t\t\tep->wedged = 1;
+\t}
+\t/* FIXME clear emulated data toggle too */
+\treturn 0;
+}",
+    "\tunsigned long\t\tflags;
+\tint\t\t\tret = 0;
+
+\tif (!_ep)
+\t\treturn -EINVAL;
+\tep = usb_ep_to_dummy_ep(_ep);
+\tdum = ep_to_dummy(ep);
+\tspin_lock_irqsave(&dum->lock, flags);
+\tif (!dum->driver)
+\t\tret = -ESHUTDOWN;
+\telse if (!value)
+\t\tep->halted = ep->wedged = 0;
+\telse if (ep->desc && (ep->desc->bEndpointAddress & USB_DIR_IN) &&
+\t\t\t!list_empty(&ep->queue))
+\t\tret = -EAGAIN;
+\telse {
+\t\tep->halted = 1;
+\t\tif (wedged)
+\t\t\tep->wedged = 1;
+\t}
+\tspin_unlock_irqrestore(&dum->lock, flags);
+\t/* FIXME clear emulated data toggle too */
+\treturn ret;
+}",
+);
+
+/// `source` with [`DUMMY_HCD_HALT_FIX`] applied, or an error naming what did not match (another
+/// kernel version's dummy_hcd.c).
+pub fn patch_dummy_hcd(source: &str) -> Result<String> {
+    let (from, to) = DUMMY_HCD_HALT_FIX;
+    match source.matches(from).count() {
+        1 => Ok(source.replacen(from, to, 1)),
+        n => bail!(
+            "{DUMMY_HCD_SOURCE}: the body of dummy_set_halt_and_wedge to patch was found {n} times \
+             (expected once); use --stock-dummy-hcd with this kernel"
+        ),
+    }
+}
+
+/// Builds dummy_hcd.ko out of tree from linux-source-6.12 with [`DUMMY_HCD_HALT_FIX`].
+pub fn build_dummy_hcd(cache: &Path, k: &Kernel, src: &Path) -> Result<PathBuf> {
+    let dir = cache.join("dummy_hcd").join(&k.version.abi);
+    let c = src.join(DUMMY_HCD_SOURCE);
+    let patched = patch_dummy_hcd(
+        &fs::read_to_string(&c).with_context(|| format!("reading {}", c.display()))?,
+    )?;
+    let stamp_text = format!("{}\n{}\n", c.display(), patched.len());
+    build_module(k, &dir, "dummy_hcd", &stamp_text, |dir| {
+        fs::write(dir.join("dummy_hcd.c"), &patched)?;
+        Ok("")
+    })
+}
+
+/// Builds `<name>.ko` in `dir` (kept while `stamp_text` is unchanged): `setup` puts the sources in
+/// place and returns extra Kbuild lines, then `make -C <headers> M=<dir>`. BTF generation is switched
+/// off: it needs pahole and the guest does not use module BTF.
+fn build_module(
+    k: &Kernel,
+    dir: &Path,
+    name: &str,
+    stamp_text: &str,
+    setup: impl FnOnce(&Path) -> Result<&'static str>,
+) -> Result<PathBuf> {
+    let ko = dir.join(format!("{name}.ko"));
+    let stamp = dir.join("source");
+    if ko.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_text) {
         return Ok(ko);
     }
-    fs::create_dir_all(dir.join("include/uapi/linux/usb"))?;
-    fs::copy(&c, dir.join("raw_gadget.c"))?;
-    fs::copy(&h, dir.join("include/uapi/linux/usb/raw_gadget.h"))?;
+    fs::create_dir_all(dir)?;
+    let kbuild_extra = setup(dir)?;
     fs::write(
         dir.join("Kbuild"),
-        "obj-m := raw_gadget.o\nccflags-y := -I$(src)/include\n",
+        format!("obj-m := {name}.o\n{kbuild_extra}"),
     )?;
     run(Command::new("make")
         .arg("-C")
@@ -391,7 +490,7 @@ pub fn build_raw_gadget(cache: &Path, k: &Kernel, src: &Path) -> Result<PathBuf>
         .arg(format!("M={}", dir.display()))
         .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
         .arg("modules"))
-    .context("building raw_gadget.ko")?;
+    .with_context(|| format!("building {name}.ko"))?;
     if !ko.exists() {
         bail!("make finished but {} is missing", ko.display());
     }
@@ -402,6 +501,25 @@ pub fn build_raw_gadget(cache: &Path, k: &Kernel, src: &Path) -> Result<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The halt fix: applied exactly once, and no return between taking and dropping the lock.
+    #[test]
+    fn dummy_hcd_halt_fix_takes_the_lock_on_every_path() {
+        let function = format!(
+            "static int\ndummy_set_halt_and_wedge(struct usb_ep *_ep, int value, int wedged)\n{{\n\tstruct dummy_ep\t\t*ep;\n\tstruct dummy\t\t*dum;\n\n{}\n",
+            DUMMY_HCD_HALT_FIX.0
+        );
+        let patched = patch_dummy_hcd(&function).unwrap();
+        let locked = &patched[patched.find("spin_lock_irqsave(&dum->lock").unwrap()
+            ..patched.find("spin_unlock_irqrestore(&dum->lock").unwrap()];
+        assert!(!locked.contains("return"), "{locked}");
+        assert!(locked.contains("ep->halted = 1;"));
+        assert!(patched.ends_with("return ret;\n}\n"));
+        let err = patch_dummy_hcd("int main(void) { return 0; }").unwrap_err();
+        assert!(format!("{err}").contains("found 0 times"), "{err}");
+        let twice = format!("{function}{function}");
+        assert!(patch_dummy_hcd(&twice).is_err());
+    }
 
     #[test]
     fn image_package_names() {

@@ -84,6 +84,10 @@ struct Opts {
     /// Multiply every scenario's hard timeout.
     #[arg(long, global = true, default_value_t = 1.0)]
     timeout_scale: f64,
+    /// Load Debian's dummy_hcd.ko as shipped instead of the one rebuilt from linux-source-6.12 with
+    /// the halt-lock fix (docs/bench.md: without it EP0_STALL races dummy_timer and case 10 hangs).
+    #[arg(long, global = true)]
+    stock_dummy_hcd: bool,
     /// Never run apt-get install; only say what is missing.
     #[arg(long, global = true)]
     no_install: bool,
@@ -167,6 +171,8 @@ struct Prepared {
     /// `rawgadget keyboard` flags the bench passes when the CLI has them.
     keyboard_flags: Vec<String>,
     source_version: String,
+    /// dummy_hcd.ko is the rebuilt one with the halt-lock fix, not Debian's.
+    dummy_hcd_fixed: bool,
 }
 
 fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
@@ -192,6 +198,13 @@ fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
     let ko = phases.time("raw_gadget.ko build", || {
         kernel::build_raw_gadget(cache, &k, &src)
     })?;
+    let dummy_hcd = if opts.stock_dummy_hcd {
+        None
+    } else {
+        Some(phases.time("dummy_hcd.ko build (halt-lock fix)", || {
+            kernel::build_dummy_hcd(cache, &k, &src)
+        })?)
+    };
     let (mut bins, cli_missing) = phases.time("guest binaries (cargo, static)", || {
         bins::build(&repo, cache)
     })?;
@@ -213,7 +226,9 @@ fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
         Ok(c) => bins.c_clients = c,
         Err(e) => eprintln!("bench: the C test clients did not build: {e:#}"),
     }
-    let initrd = phases.time("initramfs", || initramfs::build(cache, &k, &ko, &bins))?;
+    let initrd = phases.time("initramfs", || {
+        initramfs::build(cache, &k, &ko, dummy_hcd.as_deref(), &bins)
+    })?;
     Ok(Prepared {
         kernel: k,
         initrd,
@@ -222,6 +237,7 @@ fn prepare(cache: &Path, opts: &Opts, phases: &mut Phases) -> Result<Prepared> {
         has_cli,
         keyboard_flags,
         source_version,
+        dummy_hcd_fixed: dummy_hcd.is_some(),
     })
 }
 
@@ -802,7 +818,8 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
     sections.push_str(&floor_and_throughput(c));
     // issue 6: serve against the same C program on the module (printed, not gated)
     for x in [substrate::D, rawgadget_bench_guest::cuse::D_SLOW] {
-        if let Some(t) = report::cuse_ratios(c, rawgadget_bench_guest::cuse::B_C, x) {
+        use rawgadget_bench_guest::cuse::{B_C, FUSE_FLOOR, N_CUSE};
+        if let Some(t) = report::cuse_ratios(c, B_C, x, &[N_CUSE, FUSE_FLOOR]) {
             sections.push_str(&t);
         }
     }
@@ -902,6 +919,7 @@ fn write_outputs(
         "accel": accel,
         "kernel": prep.kernel.version.release(),
         "linux_source": prep.source_version,
+        "dummy_hcd": dummy_hcd_line(prep),
         "loadavg": host::loadavg(),
         "count": opts.count, "vudc_count": opts.vudc_count, "runs": opts.runs,
         "phases": phases.entries,
@@ -930,6 +948,7 @@ fn write_outputs(
             "# Real-kernel bench: latest results\n\n\
              Written by `cargo run -p rawgadget-bench --release -- all` (see docs/bench.md). Do not edit by hand.\n\n\
              - Date: {date}\n- Accelerator: {accel}\n- Guest kernel: Debian {kernel}; raw_gadget.ko from linux-source-6.12 {src}\n\
+             - dummy_hcd.ko: {dummy_hcd}\n\
              - Host load average at the end (1/5/15 min): {load}\n\
              - usbtest: {runs} runs per case; {counts}; pattern=1; median (min–max) of usbtest's own duration in seconds, or the errno\n\
              - Case parameters (real-kernel-bench.md): size 1024, sglen 32; cases 3, 4, 7, 8 vary 421; 14 size 256 vary 8; \
@@ -938,6 +957,7 @@ fn write_outputs(
             date = host::today(),
             kernel = prep.kernel.version.release(),
             src = prep.source_version,
+            dummy_hcd = dummy_hcd_line(prep),
             load = host::loadavg(),
             runs = opts.runs,
             counts = report::counts_line(c),
@@ -946,6 +966,18 @@ fn write_outputs(
         eprintln!("bench: wrote {}", doc.display());
     }
     Ok(())
+}
+
+/// Which dummy_hcd.ko the guest loaded, for the results' header.
+fn dummy_hcd_line(prep: &Prepared) -> String {
+    if prep.dummy_hcd_fixed {
+        format!(
+            "rebuilt from linux-source-6.12 {} with the halt-lock fix (docs/bench.md; --stock-dummy-hcd loads Debian's)",
+            prep.source_version
+        )
+    } else {
+        "Debian's, as shipped (--stock-dummy-hcd)".to_string()
+    }
 }
 
 fn main() -> Result<()> {
@@ -972,7 +1004,10 @@ fn main() -> Result<()> {
             if run_dirs.is_empty() {
                 bail!("name run directories (under {}/runs)", cache.display());
             }
-            let mut collected = Collected::default();
+            let mut collected = Collected {
+                stock_dummy_hcd: opts.stock_dummy_hcd,
+                ..Default::default()
+            };
             for dir in run_dirs {
                 let path = dir.join("results.jsonl");
                 let text = fs::read_to_string(&path)
@@ -1011,7 +1046,10 @@ fn main() -> Result<()> {
     }
     let mut accel = initial_accel(&cache, &opts)?;
     let mut runs = Vec::new();
-    let mut collected = Collected::default();
+    let mut collected = Collected {
+        stock_dummy_hcd: opts.stock_dummy_hcd,
+        ..Default::default()
+    };
     for s in &selected {
         let r = phases.time(&format!("boot {}", s.name), || {
             run_one(s, &cache, &opts, &prep, &mut accel)

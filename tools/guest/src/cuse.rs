@@ -231,6 +231,18 @@ pub const B_C: &str = "b-C/cuse";
 /// protocol only, contract C4).
 pub const D_SLOW: &str = "d-slow";
 
+/// The null device over vhci measured beside them (`rawgadget null --usbip-attach`: every URB
+/// answered inline, no engine, no CUSE): the floor of anything that reaches the host through
+/// vhci-hcd in this boot. Where it is slower than (b-C/cuse), (d) cannot be as fast as the module.
+pub const N_CUSE: &str = "n/cuse";
+
+/// A computed lower bound for any CUSE daemon on each (d) run: the FUSE requests (d)'s daemon
+/// took from /dev/cuse in that run, times the cheapest two-thread round trip through a pipe
+/// measured in this boot just before the matrix (tests/c/wakeup_floor). Every FUSE request is at
+/// least such a round trip (the client sleeps in the ioctl, a daemon thread wakes, answers, the
+/// client wakes); the module pays none of it.
+pub const FUSE_FLOOR: &str = "fuse-floor/cuse";
+
 /// Requests per run of the ep0 round-trip probe.
 const ROUND_TRIPS: usize = 500;
 
@@ -248,17 +260,20 @@ struct Side {
     passed: Vec<(u32, bool)>,
 }
 
-/// Starts the C Gadget Zero on `node` and waits for a Gadget Zero bound to usbtest that is not
-/// one of `others` (the other substrates' devices, enumerated at the same time).
+/// A program to start for a side, and its arguments.
+type Program<'a> = (&'a str, Vec<String>);
+
+/// Starts `program` (the C Gadget Zero on a node, or the null device) and waits for a Gadget
+/// Zero bound to usbtest that is not one of `others` (the other substrates' devices, enumerated
+/// at the same time).
 fn start_side(
     rep: &Reporter,
     sub: &'static str,
     what: &'static str,
-    node: &str,
+    (program, args): Program,
     serve: Option<u32>,
     others: &[PathBuf],
 ) -> Result<Side> {
-    let args = vec!["-n".to_string(), node.to_string()];
     let wait = || -> Result<sysfs::UsbDevice> {
         let deadline = Instant::now() + ENUM_TIMEOUT;
         loop {
@@ -276,7 +291,7 @@ fn start_side(
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let mut gz = GadgetProcess::spawn(&client("gadget_zero"), &args)?;
+    let mut gz = GadgetProcess::spawn(program, &args)?;
     // vhci-hcd sometimes never enumerates a device attached soon after another left the same
     // port ("vhci_device speed not set", no URB at all; seen under TCG with the port idle for
     // over a second). That is the host's doing, not the daemon's: start the program again once.
@@ -286,10 +301,12 @@ fn start_side(
             let st = gz.stop(Duration::from_secs(5))?;
             note(
                 rep,
-                format!("C gadget_zero on {what} was never enumerated (exited: {st}); starting it again"),
+                format!(
+                    "{program} on {what} was never enumerated (exited: {st}); starting it again"
+                ),
             );
             wait_vhci_idle();
-            gz = GadgetProcess::spawn(&client("gadget_zero"), &args)?;
+            gz = GadgetProcess::spawn(program, &args)?;
             wait()?
         }
     };
@@ -297,7 +314,7 @@ fn start_side(
         rep,
         sub,
         SubstrateState::Up,
-        format!("C gadget_zero on {what}, {}", dev.sysfs.display()),
+        format!("{program} on {what}, {}", dev.sysfs.display()),
     );
     Ok(Side {
         sub,
@@ -314,11 +331,15 @@ fn start_side(
 /// on each side, ...): under TCG on a shared host the cost of a wakeup moves by 10× within a
 /// boot, and substrates measured one after the other would be compared across those moves.
 /// Each (case, side) is profiled ([`profile`]) over its runs.
-fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
+///
+/// With `round_trip_ns` (the cheapest pipe round trip of this boot), each (d) run also yields
+/// its [`FUSE_FLOOR`] record.
+fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side], round_trip_ns: Option<f64>) {
     let count = p.count.min(20);
     let runs = p.runs.min(3);
     for &case in &p.cases {
         let params = usbtest::case_params(case, count);
+        let mut fuse_floor: Vec<RunOutcome> = Vec::new();
         let mut outcomes: Vec<Vec<RunOutcome>> = sides.iter().map(|_| Vec::new()).collect();
         let mut profiles: Vec<profile::Snapshot> =
             sides.iter().map(|_| Default::default()).collect();
@@ -330,10 +351,16 @@ fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
                 }
                 let before = profile::Snapshot::take(s.serve, Some(s.gz.pid()));
                 let r = run_case_watched(&s.dev.devnode(), params, p.case_timeout);
-                profiles[i]
-                    .accumulate(&profile::Snapshot::take(s.serve, Some(s.gz.pid())).delta(&before));
+                let run = profile::Snapshot::take(s.serve, Some(s.gz.pid())).delta(&before);
+                profiles[i].accumulate(&run);
                 match r {
-                    Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
+                    Ok(Ok(d)) => {
+                        outcomes[i].push(RunOutcome::Pass(d.as_secs_f64()));
+                        if let (substrate::D, Some(rt)) = (s.sub, round_trip_ns) {
+                            let requests = run.reads("cuse readers") as f64;
+                            fuse_floor.push(RunOutcome::Pass(requests * rt * 1e-9));
+                        }
+                    }
                     Ok(Err(e)) => {
                         // a failing case fails the same way again
                         done[i] = true;
@@ -390,6 +417,14 @@ fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
                 params,
                 alt: -1,
                 runs: o,
+            });
+        }
+        if !fuse_floor.is_empty() {
+            rep.emit(&Record::Usbtest {
+                substrate: FUSE_FLOOR.into(),
+                params,
+                alt: -1,
+                runs: fuse_floor,
             });
         }
     }
@@ -509,14 +544,16 @@ fn every_case_passes(rep: &Reporter, s: &Side) -> bool {
 /// measured again right before each latency probe (`phase`): under TCG on a shared host it
 /// moves with the host's load by 10× within one boot, so each probe is read against the
 /// floor of its own phase.
-fn wakeup_floor(rep: &Reporter, phase: &str) {
+/// Returns the cheapest of its round trips, in ns.
+fn wakeup_floor(rep: &Reporter, phase: &str) -> Option<f64> {
     match run_client(
         &client("wakeup_floor"),
         &["-i", "500"],
         Duration::from_secs(60),
     ) {
         Ok((_, out)) => {
-            for (k, ns) in latency_lines(&out) {
+            let lines = latency_lines(&out);
+            for (k, ns) in &lines {
                 check(
                     rep,
                     &format!("latency floor before {phase}: {k}"),
@@ -524,8 +561,12 @@ fn wakeup_floor(rep: &Reporter, phase: &str) {
                     format!("{ns:.0} ns per round trip (500 round trips)"),
                 );
             }
+            lines.iter().map(|(_, ns)| *ns).min_by(f64::total_cmp)
         }
-        Err(e) => note(rep, format!("wakeup floor: {e:#}")),
+        Err(e) => {
+            note(rep, format!("wakeup floor: {e:#}"));
+            None
+        }
     }
 }
 
@@ -645,7 +686,7 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
                 format!("our rawgadget CLI is not available: {}", p.gadget_missing),
             );
         }
-        wakeup_floor(rep, "raw_gadget.ko");
+        let _ = wakeup_floor(rep, "raw_gadget.ko");
         latency(rep, &[("raw_gadget.ko", NODE)], p.runs);
         return Ok(1);
     }
@@ -710,36 +751,57 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
                 Some(slow_pid),
             ),
         ];
-        for (sub, what, node, serve) in plan {
+        let gz = client("gadget_zero");
+        let mut programs: Vec<(&'static str, &'static str, Program, Option<u32>)> = plan
+            .iter()
+            .map(|&(sub, what, node, serve)| {
+                (
+                    sub,
+                    what,
+                    (gz.as_str(), vec!["-n".into(), node.into()]),
+                    serve,
+                )
+            })
+            .collect();
+        // and the floor, measured in the same interleaving (a reference: never a failure of ours)
+        let null_args = vec!["null".to_string(), "--usbip-attach".to_string()];
+        programs.push((
+            N_CUSE,
+            "the null device (vhci floor)",
+            (&p.gadget_cli, null_args),
+            None,
+        ));
+        for (sub, what, program, serve) in programs {
             let others: Vec<PathBuf> = sides.iter().map(|s| s.dev.sysfs.clone()).collect();
-            match start_side(rep, sub, what, node, serve, &others) {
+            match start_side(rep, sub, what, program, serve, &others) {
                 Ok(s) => sides.push(s),
                 Err(e) => {
                     substrate_state(rep, sub, SubstrateState::Failed, format!("{e:#}"));
-                    if sub != B_C {
+                    if sub != B_C && sub != N_CUSE {
                         failed += 1;
                     }
                 }
             }
         }
-        interleaved_matrix(p, rep, &mut sides);
+        let round_trip_ns = wakeup_floor(rep, "the usbtest matrix");
+        interleaved_matrix(p, rep, &mut sides, round_trip_ns);
         control_round_trips(rep, &sides, p.runs.min(3));
         for mut s in sides {
-            if s.sub != B_C && !every_case_passes(rep, &s) {
+            if s.sub != B_C && s.sub != N_CUSE && !every_case_passes(rep, &s) {
                 failed += 1;
             }
             if s.failed.is_none() {
                 if let Err(e) = s.gz.check_alive() {
-                    note(rep, format!("C gadget_zero on {}: {e:#}", s.what));
+                    note(rep, format!("({}) on {}: {e:#}", s.sub, s.what));
                 }
             }
             let st = s.gz.stop(Duration::from_secs(5))?;
-            note(rep, format!("C gadget_zero on {} exited: {st}", s.what));
+            note(rep, format!("({}) on {} exited: {st}", s.sub, s.what));
         }
 
         // (3) latency: the floor, then the probe on the three nodes interleaved; then once
         // with everything on one CPU (a diagnostic)
-        wakeup_floor(rep, "the latency probes");
+        let _ = wakeup_floor(rep, "the latency probes");
         latency(
             rep,
             &[

@@ -139,6 +139,12 @@ impl Snapshot {
         Snapshot { roles }
     }
 
+    /// Read syscalls of `role`'s threads: for "cuse readers", the FUSE requests the daemon took
+    /// from /dev/cuse.
+    pub fn reads(&self, role: &str) -> u64 {
+        self.roles.get(role).map_or(0, |c| c.reads)
+    }
+
     /// Adds a [`Snapshot::delta`] to this sum.
     pub fn accumulate(&mut self, d: &Snapshot) {
         for (role, c) in &d.roles {
