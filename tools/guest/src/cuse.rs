@@ -505,7 +505,12 @@ fn control_round_trips(rep: &Reporter, sides: &[Side], runs: u32) {
             true,
             format!(
                 "median {med:.0} ns per request (p90 {p90:.0}) over {runs} runs of {ROUND_TRIPS}: \
-                 vendor OUT wLength 0 via usbfs, answered by EVENT_FETCH + EP0_READ(0)"
+                 vendor OUT wLength 0 via usbfs, answered {}",
+                if s.sub == N_CUSE {
+                    "inline by the null device (no client)"
+                } else {
+                    "by EVENT_FETCH + EP0_READ(0)"
+                }
             ),
         );
     }
