@@ -136,7 +136,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ),
     (
         cuse::FUSE_FLOOR,
-        "(fuse-floor/cuse) computed per (d) run: its FUSE requests × the cheapest pipe round trip of the boot (floor of any CUSE daemon)",
+        "(fuse-floor/cuse) computed per (d) run: its FUSE requests × the cheapest pipe round trip measured before the case (floor of any CUSE daemon)",
     ),
 ];
 

@@ -238,7 +238,7 @@ pub const N_CUSE: &str = "n/cuse";
 
 /// A computed lower bound for any CUSE daemon on each (d) run: the FUSE requests (d)'s daemon
 /// took from /dev/cuse in that run, times the cheapest two-thread round trip through a pipe
-/// measured in this boot just before the matrix (tests/c/wakeup_floor). Every FUSE request is at
+/// measured just before the case (tests/c/wakeup_floor). Every FUSE request is at
 /// least such a round trip (the client sleeps in the ioctl, a daemon thread wakes, answers, the
 /// client wakes); the module pays none of it.
 pub const FUSE_FLOOR: &str = "fuse-floor/cuse";
@@ -331,14 +331,20 @@ fn start_side(
 /// on each side, ...): under TCG on a shared host the cost of a wakeup moves by 10× within a
 /// boot, and substrates measured one after the other would be compared across those moves.
 /// Each (case, side) is profiled ([`profile`]) over its runs.
-///
-/// With `round_trip_ns` (the cheapest pipe round trip of this boot), each (d) run also yields
-/// its [`FUSE_FLOOR`] record.
-fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side], round_trip_ns: Option<f64>) {
+/// Each (d) run also yields its [`FUSE_FLOOR`] figure.
+fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
     let count = p.count.min(20);
     let runs = p.runs.min(3);
     for &case in &p.cases {
         let params = usbtest::case_params(case, count);
+        let round_trip_ns = cheapest_round_trip_ns();
+        match round_trip_ns {
+            Some(ns) => note(
+                rep,
+                format!("case {case}: cheapest pipe round trip {ns:.0} ns"),
+            ),
+            None => note(rep, format!("case {case}: the wakeup floor did not run")),
+        }
         let mut fuse_floor: Vec<RunOutcome> = Vec::new();
         let mut outcomes: Vec<Vec<RunOutcome>> = sides.iter().map(|_| Vec::new()).collect();
         let mut profiles: Vec<profile::Snapshot> =
@@ -549,16 +555,14 @@ fn every_case_passes(rep: &Reporter, s: &Side) -> bool {
 /// measured again right before each latency probe (`phase`): under TCG on a shared host it
 /// moves with the host's load by 10× within one boot, so each probe is read against the
 /// floor of its own phase.
-/// Returns the cheapest of its round trips, in ns.
-fn wakeup_floor(rep: &Reporter, phase: &str) -> Option<f64> {
+fn wakeup_floor(rep: &Reporter, phase: &str) {
     match run_client(
         &client("wakeup_floor"),
         &["-i", "500"],
         Duration::from_secs(60),
     ) {
         Ok((_, out)) => {
-            let lines = latency_lines(&out);
-            for (k, ns) in &lines {
+            for (k, ns) in latency_lines(&out) {
                 check(
                     rep,
                     &format!("latency floor before {phase}: {k}"),
@@ -566,13 +570,25 @@ fn wakeup_floor(rep: &Reporter, phase: &str) -> Option<f64> {
                     format!("{ns:.0} ns per round trip (500 round trips)"),
                 );
             }
-            lines.iter().map(|(_, ns)| *ns).min_by(f64::total_cmp)
         }
-        Err(e) => {
-            note(rep, format!("wakeup floor: {e:#}"));
-            None
-        }
+        Err(e) => note(rep, format!("wakeup floor: {e:#}")),
     }
+}
+
+/// The cheapest of the wakeup floor's pipe round trips (unpinned, one CPU, across CPUs) right
+/// now, in ns: what [`FUSE_FLOOR`] charges per FUSE request, taken again before every case so
+/// that it moves with the host's load as the case's runs do.
+fn cheapest_round_trip_ns() -> Option<f64> {
+    let (_, out) = run_client(
+        &client("wakeup_floor"),
+        &["-i", "200"],
+        Duration::from_secs(60),
+    )
+    .ok()?;
+    latency_lines(&out)
+        .into_iter()
+        .map(|(_, ns)| ns)
+        .min_by(f64::total_cmp)
 }
 
 /// Where the time of a CUSE round goes: the latency probe again with the daemon's threads and
@@ -691,7 +707,7 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
                 format!("our rawgadget CLI is not available: {}", p.gadget_missing),
             );
         }
-        let _ = wakeup_floor(rep, "raw_gadget.ko");
+        wakeup_floor(rep, "raw_gadget.ko");
         latency(rep, &[("raw_gadget.ko", NODE)], p.runs);
         return Ok(1);
     }
@@ -788,8 +804,7 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
                 }
             }
         }
-        let round_trip_ns = wakeup_floor(rep, "the usbtest matrix");
-        interleaved_matrix(p, rep, &mut sides, round_trip_ns);
+        interleaved_matrix(p, rep, &mut sides);
         control_round_trips(rep, &sides, p.runs.min(3));
         for mut s in sides {
             if s.sub != B_C && s.sub != N_CUSE && !every_case_passes(rep, &s) {
@@ -806,7 +821,7 @@ pub fn cuse(p: &Params, rep: &Reporter) -> Result<i32> {
 
         // (3) latency: the floor, then the probe on the three nodes interleaved; then once
         // with everything on one CPU (a diagnostic)
-        let _ = wakeup_floor(rep, "the latency probes");
+        wakeup_floor(rep, "the latency probes");
         latency(
             rep,
             &[
