@@ -38,6 +38,19 @@
 //! thread or finds the flag clear: none is stranded, and they leave in the order the link
 //! made them.
 //!
+//! # Write-behind on ep0
+//! With several control URBs queued (usbtest case 10 keeps 32 in flight), each ep0 answer
+//! completes one URB and presents the next SETUP at once (contract D14), so the thread that
+//! serves ep0 answers them back to back. Writing each reply on its own costs a `send` here and
+//! a wakeup and a `recv` on the host's side per URB; vhci's null floor answers a batch in one
+//! write. So after an ep0 operation of the client that leaves it owing the answer to a SETUP
+//! already presented ([`ClientFlush::collect_owing`]), its replies stay in the link, and
+//! leave in one write with the next ones: when the client answers the last queued SETUP, does
+//! any other operation, or when the reader or the writer writes. A client that keeps owing
+//! (a slow answer) writes them at its next operation once they have waited
+//! [`MAX_WRITE_BEHIND`]; one that stops issuing operations leaves them to the writer's slow
+//! poll (at most 500 ms), or to any input from the host. The order of replies is unchanged.
+//!
 //! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
 //! owner calls [`ConnectionHandle::close`], both threads end and the link applies U20
 //! (DISCONNECT, ESHUTDOWN) under the lock.
@@ -45,7 +58,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
@@ -165,6 +178,10 @@ pub enum ConnectionEnd {
     Io(#[from] io::Error),
 }
 
+/// How long [`ClientFlush::collect_owing`] may leave replies in the link before the next
+/// client operation writes them anyway (module doc, "Write-behind on ep0").
+pub const MAX_WRITE_BEHIND: Duration = Duration::from_millis(1);
+
 /// What the writer thread is told to do next.
 enum Next {
     Write(Vec<u8>),
@@ -192,13 +209,51 @@ struct Tx<S: Stream> {
     control: S,
     /// Someone is writing. Set and cleared only under the link lock.
     writing: AtomicBool,
+    /// When replies were first left in the link by [`ClientFlush::collect_owing`]
+    /// (nanoseconds after `epoch`, plus one; 0: none are). Cleared when replies are taken.
+    deferred_since: AtomicU64,
+    epoch: StdInstant,
 }
 
 impl<S: Stream> Tx<S> {
+    fn new(link: Arc<Mutex<Link>>, stream: S, control: S) -> Tx<S> {
+        Tx {
+            link,
+            stream: Mutex::new(stream),
+            control,
+            writing: AtomicBool::new(false),
+            deferred_since: AtomicU64::new(0),
+            epoch: StdInstant::now(),
+        }
+    }
+
     /// Under the bus and link locks: takes the link's replies if nobody is writing. The
     /// caller must then [`Tx::write_taken`] them.
     fn take(&self, l: &mut Link) -> Option<Vec<u8>> {
-        (l.has_output() && !self.writing.swap(true, Ordering::SeqCst)).then(|| l.poll_transmit())
+        let taken = (l.has_output() && !self.writing.swap(true, Ordering::SeqCst))
+            .then(|| l.poll_transmit());
+        if taken.is_some() {
+            self.deferred_since.store(0, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Under the bus and link locks: leaves the link's replies for later unless they have
+    /// waited [`MAX_WRITE_BEHIND`] already; then takes them as [`Tx::take`] does.
+    fn take_if_overdue(&self, l: &mut Link) -> Option<Vec<u8>> {
+        if !l.has_output() {
+            return None;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        let since = self.deferred_since.load(Ordering::Relaxed);
+        if since == 0 {
+            self.deferred_since.store(now, Ordering::Relaxed);
+            return None;
+        }
+        if now.saturating_sub(since) < MAX_WRITE_BEHIND.as_nanos() as u64 {
+            return None;
+        }
+        self.take(l)
     }
 
     /// Writes what [`Tx::take`] gave, then whatever the link made meanwhile, and releases
@@ -230,17 +285,22 @@ impl<S: Stream> Tx<S> {
 
 /// A connection's [`Tx`] without its stream type, for [`ClientFlush`].
 trait ClientOutput: Send + Sync {
-    /// `Err` when the writer thread must look (a budget overrun).
-    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError>;
+    /// `Err` when the writer thread must look (a budget overrun). With `owing`, the replies
+    /// stay in the link unless they are overdue ([`ClientFlush::collect_owing`]).
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Option<Vec<u8>>, LinkError>;
     fn write_taken(&self, bytes: Vec<u8>);
 }
 
 impl<S: Stream> ClientOutput for Tx<S> {
-    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError> {
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Option<Vec<u8>>, LinkError> {
         let mut l = lock(&self.link);
         // a budget overrun is the writer's to report: it collects again and closes
         l.collect(bus)?;
-        Ok(Tx::take(self, &mut l))
+        Ok(if owing {
+            Tx::take_if_overdue(self, &mut l)
+        } else {
+            Tx::take(self, &mut l)
+        })
     }
     fn write_taken(&self, bytes: Vec<u8>) {
         if let Err(e) = Tx::write_taken(self, bytes) {
@@ -285,6 +345,18 @@ impl ClientFlush {
     /// after the bus lock is released ([`Flush::finish`]: the replies are written, then the
     /// waiters woken).
     pub fn collect(&self, bus: &mut Bus, before: Watch) -> Flush {
+        self.collect_as(bus, before, false)
+    }
+
+    /// [`ClientFlush::collect`] after an operation of the thread that serves ep0, when the
+    /// client still owes the answer to a SETUP that is already there (the host queued
+    /// several control URBs, contract D14): the replies stay in the link, to leave in one
+    /// write with the ones the next answers make (module doc, "Write-behind on ep0").
+    pub fn collect_owing(&self, bus: &mut Bus, before: Watch) -> Flush {
+        self.collect_as(bus, before, true)
+    }
+
+    fn collect_as(&self, bus: &mut Bus, before: Watch, owing: bool) -> Flush {
         let Some(conn) = self.slot().clone() else {
             // nobody writes for us (no connection, or a TCP export): the writer thread must
             // look at every change
@@ -293,7 +365,7 @@ impl ClientFlush {
                 wake_all: true,
             };
         };
-        match conn.take(bus) {
+        match conn.take(bus, owing) {
             Ok(bytes) => Flush {
                 write: bytes.map(|bytes| PendingWrite {
                     conn,
@@ -317,7 +389,7 @@ impl ClientFlush {
     /// write them. Call under the bus lock; write after releasing it.
     pub fn take_replies(&self, bus: &mut Bus) -> Option<PendingWrite> {
         let conn = self.slot().clone()?;
-        match conn.take(bus) {
+        match conn.take(bus, false) {
             Ok(bytes) => bytes.map(|bytes| PendingWrite {
                 conn,
                 bytes: Some(bytes),
@@ -450,12 +522,7 @@ pub(crate) fn serve<S: Stream>(
 ) -> ConnectionEnd {
     let _entered = span.enter();
     let tx = match (stream.try_clone_stream(), stream.try_clone_stream()) {
-        (Ok(w), Ok(control)) => Arc::new(Tx {
-            link: link.clone(),
-            stream: Mutex::new(w),
-            control,
-            writing: AtomicBool::new(false),
-        }),
+        (Ok(w), Ok(control)) => Arc::new(Tx::new(link.clone(), w, control)),
         (Err(e), _) | (_, Err(e)) => {
             return end_connection(shared, &link, &stream, clock, e.into(), None)
         }
@@ -830,12 +897,7 @@ mod tests {
             })));
             bus.with(|b| lock(&link).attach(b, Instant::ZERO));
             let recorder = Recorder::default();
-            let tx = Arc::new(Tx {
-                link,
-                stream: Mutex::new(recorder.clone()),
-                control: recorder.clone(),
-                writing: AtomicBool::new(false),
-            });
+            let tx = Arc::new(Tx::new(link, recorder.clone(), recorder.clone()));
             Fixture {
                 bus,
                 tx,
@@ -854,7 +916,13 @@ mod tests {
         /// in seqnum order).
         fn input_with(&self, seqnum: impl FnOnce() -> u32) -> Option<Vec<u8>> {
             let mut bus = self.bus.lock();
-            let seqnum = seqnum();
+            let mut l = lock(&self.tx.link);
+            self.feed(&mut bus, &mut l, seqnum());
+            self.tx.take(&mut l)
+        }
+
+        /// The CMD_SUBMIT of [`Fixture::input`], handled and left in the link.
+        fn feed(&self, bus: &mut Bus, l: &mut Link, seqnum: u32) {
             let header = CmdSubmitRepr {
                 seqnum,
                 devid: 0x0001_0002,
@@ -877,10 +945,24 @@ mod tests {
                 iso_packets: Vec::new(),
             })
             .to_vec();
-            let mut l = lock(&self.tx.link);
-            l.handle_input(&mut bus, Instant::ZERO, &bytes)
+            l.handle_input(bus, Instant::ZERO, &bytes)
                 .expect("input accepted");
-            self.tx.take(&mut l)
+        }
+
+        /// A reply made (as [`Fixture::input`]) and left in the link by a thread that is not
+        /// writing, then the flush of a client that still owes an ep0 answer
+        /// ([`ClientFlush::collect_owing`]): the replies it takes.
+        fn made_then_owing(&self, seqnum: u32) -> Option<Vec<u8>> {
+            {
+                let mut bus = self.bus.lock();
+                self.feed(&mut bus, &mut lock(&self.tx.link), seqnum);
+            }
+            self.owing()
+        }
+
+        fn owing(&self) -> Option<Vec<u8>> {
+            let mut bus = self.bus.lock();
+            ClientOutput::take(&*self.tx, &mut bus, true).unwrap()
         }
 
         /// The seqnums of the RET_SUBMITs written, in order, decoded as vhci would.
@@ -928,6 +1010,54 @@ mod tests {
         assert_eq!(f.written_seqnums(), [1, 2]);
         assert!(!f.tx.writing.load(Ordering::SeqCst), "flag released");
         assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4, "Write-behind on ep0": a client that owes the answer to a presented
+    /// SETUP leaves its replies in the link (no write of its own, nothing for the writer's
+    /// wake), and the flush after its last answer takes them all for one write, in order.
+    #[test]
+    fn p4_owing_client_leaves_replies_for_one_write() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None, "owing: left in the link");
+        assert_eq!(f.made_then_owing(2), None, "still owing: left in the link");
+        assert!(lock(&f.tx.link).has_output());
+        assert!(
+            !f.tx.writing.load(Ordering::SeqCst),
+            "nobody holds the flag"
+        );
+        let all = {
+            let mut bus = f.bus.lock();
+            ClientOutput::take(&*f.tx, &mut bus, false).unwrap()
+        }
+        .expect("the last answer's flush takes everything");
+        f.tx.write_taken(all).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2], "one write, in order");
+        assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4, "Write-behind on ep0": replies left behind are written by whoever writes
+    /// next (here the reader's take after an input), before that one's own.
+    #[test]
+    fn p4_replies_left_behind_go_with_the_next_write() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None);
+        let taken = f.input(2).expect("the reader takes both");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+    }
+
+    /// contract P4, "Write-behind on ep0": a client that keeps owing (slow answers) writes
+    /// what waited [`MAX_WRITE_BEHIND`] at its next operation.
+    #[test]
+    fn p4_owing_client_writes_overdue_replies() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None);
+        thread::sleep(MAX_WRITE_BEHIND + Duration::from_millis(1));
+        let taken = f.made_then_owing(2).expect("overdue: taken");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+        // the clock starts again with the next reply left behind
+        assert_eq!(f.made_then_owing(3), None);
     }
 
     /// contract P4: threads racing to make and write replies (the reader, client threads,

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
-use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, Payload};
+use rawgadget_engine::{ClientOp, Ep0Pending, OpId, OpResult, Outcome, Payload};
 use rawgadget_loopback::{Bus, InlineStepId, SharedBus};
 use rawgadget_uapi::{Errno, Speed, UsbRawEpIo, UsbRawInit, UDC_NAME_LENGTH_MAX};
 use rawgadget_usbip_udc::ClientFlush;
@@ -107,13 +107,27 @@ impl InProcess {
         let Some(flush) = &self.after_op else {
             return submit(&self.shared, op);
         };
+        let ep0_side = matches!(
+            op,
+            ClientOp::EventFetch { .. }
+                | ClientOp::Ep0Write { .. }
+                | ClientOp::Ep0Read { .. }
+                | ClientOp::Ep0Stall { .. }
+        );
         let mut bus = self.shared.lock();
         let before = flush.watch(&bus);
         let r = match bus.client(op) {
             Outcome::Done(r) => Ok(r),
             Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
         };
-        let flushed = flush.collect(&mut bus, before);
+        // this thread serves ep0 and has the next SETUP to answer already (the host queued
+        // several, contract D14): its replies leave together with the next answers'
+        // (`rawgadget_usbip_udc::driver`, "Write-behind on ep0"); never before blocking
+        let flushed = if ep0_side && r.is_ok() && bus.instance().ep0_pending() != Ep0Pending::None {
+            flush.collect_owing(&mut bus, before)
+        } else {
+            flush.collect(&mut bus, before)
+        };
         drop(bus);
         // outside the bus lock (the writing flag keeps replies in order), and before the
         // waiters are woken; the link's writer thread is woken only if it has something to
