@@ -46,10 +46,11 @@
 //! write. So after an ep0 operation of the client that leaves it owing the answer to a SETUP
 //! already presented ([`ClientFlush::collect_owing`]), its replies stay in the link, and
 //! leave in one write with the next ones: when the client answers the last queued SETUP, does
-//! any other operation, or when the reader or the writer writes. A client that keeps owing
-//! (a slow answer) writes them at its next operation once they have waited
-//! [`MAX_WRITE_BEHIND`]; one that stops issuing operations leaves them to the writer's slow
-//! poll (at most 500 ms), or to any input from the host. The order of replies is unchanged.
+//! any other operation, or when the reader or the writer writes; at the latest after
+//! [`MAX_WRITE_BEHIND`]: the client's next operation writes them then, and the writer thread
+//! sleeps no longer than their deadline (the client wakes it when the replies it leaves would
+//! otherwise wait for the writer's slow poll, at most once per deadline). The order of replies
+//! is unchanged.
 //!
 //! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
 //! owner calls [`ConnectionHandle::close`], both threads end and the link applies U20
@@ -180,7 +181,7 @@ pub enum ConnectionEnd {
 
 /// How long [`ClientFlush::collect_owing`] may leave replies in the link before the next
 /// client operation writes them anyway (module doc, "Write-behind on ep0").
-pub const MAX_WRITE_BEHIND: Duration = Duration::from_millis(1);
+pub const MAX_WRITE_BEHIND: Duration = Duration::from_millis(2);
 
 /// What the writer thread is told to do next.
 enum Next {
@@ -188,6 +189,8 @@ enum Next {
     Stop(Option<ConnectionEnd>),
     /// Hand the controller the time (its timer may be due) and compute the next wait.
     Tick,
+    /// Compute the next wait (replies left behind are due earlier).
+    Again,
 }
 
 pub(crate) fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
@@ -212,7 +215,17 @@ struct Tx<S: Stream> {
     /// When replies were first left in the link by [`ClientFlush::collect_owing`]
     /// (nanoseconds after `epoch`, plus one; 0: none are). Cleared when replies are taken.
     deferred_since: AtomicU64,
+    /// Until when the writer thread sleeps (same clock; 0: it is not sleeping), so that the
+    /// client leaving replies behind wakes it only if it would sleep past their deadline.
+    writer_until: AtomicU64,
     epoch: StdInstant,
+}
+
+/// What [`ClientOutput::take`] did.
+struct Taken {
+    bytes: Option<Vec<u8>>,
+    /// Replies were left in the link and the writer thread must learn their deadline.
+    wake_writer: bool,
 }
 
 impl<S: Stream> Tx<S> {
@@ -223,6 +236,7 @@ impl<S: Stream> Tx<S> {
             control,
             writing: AtomicBool::new(false),
             deferred_since: AtomicU64::new(0),
+            writer_until: AtomicU64::new(0),
             epoch: StdInstant::now(),
         }
     }
@@ -230,30 +244,61 @@ impl<S: Stream> Tx<S> {
     /// Under the bus and link locks: takes the link's replies if nobody is writing. The
     /// caller must then [`Tx::write_taken`] them.
     fn take(&self, l: &mut Link) -> Option<Vec<u8>> {
-        let taken = (l.has_output() && !self.writing.swap(true, Ordering::SeqCst))
-            .then(|| l.poll_transmit());
-        if taken.is_some() {
-            self.deferred_since.store(0, Ordering::Relaxed);
-        }
-        taken
+        (l.has_output() && !self.writing.swap(true, Ordering::SeqCst)).then(|| self.drain(l))
+    }
+
+    /// Under the link lock: all of the link's replies; none are left behind any more.
+    fn drain(&self, l: &mut Link) -> Vec<u8> {
+        self.deferred_since.store(0, Ordering::SeqCst);
+        l.poll_transmit()
     }
 
     /// Under the bus and link locks: leaves the link's replies for later unless they have
     /// waited [`MAX_WRITE_BEHIND`] already; then takes them as [`Tx::take`] does.
-    fn take_if_overdue(&self, l: &mut Link) -> Option<Vec<u8>> {
+    fn take_if_overdue(&self, l: &mut Link) -> Taken {
+        let mut taken = Taken {
+            bytes: None,
+            wake_writer: false,
+        };
         if !l.has_output() {
-            return None;
+            return taken;
         }
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
-        let since = self.deferred_since.load(Ordering::Relaxed);
+        let now = self.stamp(StdInstant::now());
+        let since = self.deferred_since.load(Ordering::SeqCst);
         if since == 0 {
-            self.deferred_since.store(now, Ordering::Relaxed);
-            return None;
+            self.deferred_since.store(now, Ordering::SeqCst);
+            // the writer sleeps past the deadline: it must wake to take them then
+            let until = self.writer_until.load(Ordering::SeqCst);
+            taken.wake_writer = until != 0 && until > now + MAX_WRITE_BEHIND.as_nanos() as u64;
+        } else if now.saturating_sub(since) >= MAX_WRITE_BEHIND.as_nanos() as u64 {
+            taken.bytes = self.take(l);
         }
-        if now.saturating_sub(since) < MAX_WRITE_BEHIND.as_nanos() as u64 {
-            return None;
+        taken
+    }
+
+    /// Under the link lock, for the writer thread: takes the replies unless they are left
+    /// behind and not overdue yet.
+    fn take_unless_behind(&self, l: &mut Link) -> Option<Vec<u8>> {
+        match self.behind_until(l) {
+            Some(deadline) if StdInstant::now() < deadline => None,
+            _ => self.take(l),
         }
-        self.take(l)
+    }
+
+    /// Under the link lock: when the replies left behind are due, if some are.
+    fn behind_until(&self, l: &Link) -> Option<StdInstant> {
+        match self.deferred_since.load(Ordering::SeqCst) {
+            0 => None,
+            _ if !l.has_output() => None,
+            since => Some(self.epoch + Duration::from_nanos(since - 1) + MAX_WRITE_BEHIND),
+        }
+    }
+
+    /// `t` on this connection's clock: nanoseconds after `epoch`, plus one (0 means none).
+    fn stamp(&self, t: StdInstant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Writes what [`Tx::take`] gave, then whatever the link made meanwhile, and releases
@@ -274,7 +319,7 @@ impl<S: Stream> Tx<S> {
                 return Err(e);
             }
             if l.has_output() {
-                bytes = l.poll_transmit();
+                bytes = self.drain(&mut l);
                 continue;
             }
             self.writing.store(false, Ordering::SeqCst);
@@ -287,19 +332,22 @@ impl<S: Stream> Tx<S> {
 trait ClientOutput: Send + Sync {
     /// `Err` when the writer thread must look (a budget overrun). With `owing`, the replies
     /// stay in the link unless they are overdue ([`ClientFlush::collect_owing`]).
-    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Option<Vec<u8>>, LinkError>;
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Taken, LinkError>;
     fn write_taken(&self, bytes: Vec<u8>);
 }
 
 impl<S: Stream> ClientOutput for Tx<S> {
-    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Option<Vec<u8>>, LinkError> {
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Taken, LinkError> {
         let mut l = lock(&self.link);
         // a budget overrun is the writer's to report: it collects again and closes
         l.collect(bus)?;
         Ok(if owing {
             Tx::take_if_overdue(self, &mut l)
         } else {
-            Tx::take(self, &mut l)
+            Taken {
+                bytes: Tx::take(self, &mut l),
+                wake_writer: false,
+            }
         })
     }
     fn write_taken(&self, bytes: Vec<u8>) {
@@ -366,12 +414,12 @@ impl ClientFlush {
             };
         };
         match conn.take(bus, owing) {
-            Ok(bytes) => Flush {
-                write: bytes.map(|bytes| PendingWrite {
+            Ok(taken) => Flush {
+                write: taken.bytes.map(|bytes| PendingWrite {
                     conn,
                     bytes: Some(bytes),
                 }),
-                wake_all: Watch::of(bus) != before,
+                wake_all: taken.wake_writer || Watch::of(bus) != before,
             },
             Err(e) => {
                 tracing::debug!(error = %e, "client-side collect failed; the writer closes");
@@ -390,7 +438,7 @@ impl ClientFlush {
     pub fn take_replies(&self, bus: &mut Bus) -> Option<PendingWrite> {
         let conn = self.slot().clone()?;
         match conn.take(bus, false) {
-            Ok(bytes) => bytes.map(|bytes| PendingWrite {
+            Ok(taken) => taken.bytes.map(|bytes| PendingWrite {
                 conn,
                 bytes: Some(bytes),
             }),
@@ -610,18 +658,38 @@ fn write_loop<S: Stream>(
     let link = &*tx.link;
     loop {
         // the next controller timer, or a slow poll that also catches a missed wakeup
-        let timer = shared.lock().poll_timeout();
+        let (timer, behind) = {
+            let bus = shared.lock();
+            (bus.poll_timeout(), tx.behind_until(&lock(link)))
+        };
         let timeout = timer.map_or(Duration::from_millis(500), |t| {
             clock.until(t).min(Duration::from_millis(500))
         });
+        let now = StdInstant::now();
+        let mut until = now + timeout;
+        // replies a client left behind are due (module doc, "Write-behind on ep0"); once
+        // due, the wait's first look takes them, or another thread is writing them
+        if let Some(due) = behind.filter(|&due| due > now) {
+            until = until.min(due);
+        }
+        let timeout = until - now;
+        tx.writer_until.store(tx.stamp(until), Ordering::SeqCst);
         let next = shared
             .wait_for(timeout, |bus| {
                 let mut l = lock(link);
                 if let Err(e) = l.collect(bus) {
                     return Some(Next::Stop(Some(e.into())));
                 }
-                if let Some(bytes) = tx.take(&mut l) {
+                if let Some(bytes) = tx.take_unless_behind(&mut l) {
                     return Some(Next::Write(bytes));
+                }
+                // a client left replies behind that are due before this wait ends (once due,
+                // `take_unless_behind` took them, or the thread writing will)
+                if tx
+                    .behind_until(&l)
+                    .is_some_and(|due| due < until && StdInstant::now() < due)
+                {
+                    return Some(Next::Again);
                 }
                 if l.is_closed() {
                     return Some(Next::Stop(None));
@@ -641,6 +709,7 @@ fn write_loop<S: Stream>(
                 None
             })
             .unwrap_or(Next::Tick);
+        tx.writer_until.store(0, Ordering::SeqCst);
         match next {
             Next::Write(bytes) => {
                 if let Err(e) = tx.write_taken(bytes) {
@@ -652,6 +721,7 @@ fn write_loop<S: Stream>(
                 tx.control.shutdown_both();
                 return why;
             }
+            Next::Again => {}
             Next::Tick => {
                 let r = shared.with(|bus| lock(link).handle_timeout(bus, clock.now()));
                 if let Err(e) = r {
@@ -962,7 +1032,7 @@ mod tests {
 
         fn owing(&self) -> Option<Vec<u8>> {
             let mut bus = self.bus.lock();
-            ClientOutput::take(&*self.tx, &mut bus, true).unwrap()
+            ClientOutput::take(&*self.tx, &mut bus, true).unwrap().bytes
         }
 
         /// The seqnums of the RET_SUBMITs written, in order, decoded as vhci would.
@@ -1027,7 +1097,7 @@ mod tests {
         );
         let all = {
             let mut bus = f.bus.lock();
-            ClientOutput::take(&*f.tx, &mut bus, false).unwrap()
+            ClientOutput::take(&*f.tx, &mut bus, false).unwrap().bytes
         }
         .expect("the last answer's flush takes everything");
         f.tx.write_taken(all).unwrap();
@@ -1058,6 +1128,45 @@ mod tests {
         assert_eq!(f.written_seqnums(), [1, 2]);
         // the clock starts again with the next reply left behind
         assert_eq!(f.made_then_owing(3), None);
+    }
+
+    /// contract P4, "Write-behind on ep0": replies left behind while the writer thread
+    /// sleeps past their deadline wake it once (not for every reply left behind after them),
+    /// and the writer, woken, takes them only once they are due.
+    #[test]
+    fn p4_replies_left_behind_wake_a_sleeping_writer_once() {
+        let f = Fixture::new();
+        let far = f.tx.stamp(StdInstant::now() + Duration::from_millis(500));
+        f.tx.writer_until.store(far, Ordering::SeqCst);
+        let first = {
+            let mut bus = f.bus.lock();
+            let mut l = lock(&f.tx.link);
+            f.feed(&mut bus, &mut l, 1);
+            f.tx.take_if_overdue(&mut l)
+        };
+        assert!(first.bytes.is_none());
+        assert!(
+            first.wake_writer,
+            "the writer would sleep past the deadline"
+        );
+        assert!(
+            f.tx.take_unless_behind(&mut lock(&f.tx.link)).is_none(),
+            "the writer leaves them until due"
+        );
+        let second = {
+            let mut bus = f.bus.lock();
+            let mut l = lock(&f.tx.link);
+            f.feed(&mut bus, &mut l, 2);
+            f.tx.take_if_overdue(&mut l)
+        };
+        assert!(second.bytes.is_none());
+        assert!(!second.wake_writer, "already told");
+        thread::sleep(MAX_WRITE_BEHIND + Duration::from_millis(1));
+        let taken =
+            f.tx.take_unless_behind(&mut lock(&f.tx.link))
+                .expect("due: the writer takes them");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
     }
 
     /// contract P4: threads racing to make and write replies (the reader, client threads,
