@@ -38,13 +38,15 @@
 //! thread or finds the flag clear: none is stranded, and they leave in the order the link
 //! made them.
 //!
-//! # Write-behind on ep0
+//! # Write-behind
 //! With several control URBs queued (usbtest case 10 keeps 32 in flight), each ep0 answer
 //! completes one URB and presents the next SETUP at once (contract D14), so the thread that
-//! serves ep0 answers them back to back. Writing each reply on its own costs a `send` here and
-//! a wakeup and a `recv` on the host's side per URB; vhci's null floor answers a batch in one
-//! write. So after an ep0 operation of the client that leaves it owing the answer to a SETUP
-//! already presented ([`ClientFlush::collect_owing`]), its replies stay in the link, and
+//! serves ep0 answers them back to back; with several bulk OUT URBs queued (case 24), each
+//! EP_READ completes one and the next is already there. Writing each reply on its own costs a
+//! `send` here and a wakeup and a `recv` on the host's side per URB; vhci's null floor
+//! answers a batch in one write. So after a client operation that leaves its thread with its
+//! next job already waiting (the answer to a SETUP already presented, the next OUT URB of the
+//! endpoint it read; [`ClientFlush::collect_owing`]), its replies stay in the link, and
 //! leave in one write with the next ones: when the client answers the last queued SETUP, does
 //! any other operation, or when the reader or the writer writes; at the latest after
 //! [`MAX_WRITE_BEHIND`]: the client's next operation writes them then, and the writer thread
@@ -180,7 +182,7 @@ pub enum ConnectionEnd {
 }
 
 /// How long [`ClientFlush::collect_owing`] may leave replies in the link before the next
-/// client operation writes them anyway (module doc, "Write-behind on ep0").
+/// client operation writes them anyway (module doc, "Write-behind").
 pub const MAX_WRITE_BEHIND: Duration = Duration::from_millis(2);
 
 /// What the writer thread is told to do next.
@@ -396,10 +398,10 @@ impl ClientFlush {
         self.collect_as(bus, before, false)
     }
 
-    /// [`ClientFlush::collect`] after an operation of the thread that serves ep0, when the
-    /// client still owes the answer to a SETUP that is already there (the host queued
-    /// several control URBs, contract D14): the replies stay in the link, to leave in one
-    /// write with the ones the next answers make (module doc, "Write-behind on ep0").
+    /// [`ClientFlush::collect`] after a client operation that leaves its thread with its next
+    /// job already waiting (the answer to a SETUP already presented, contract D14; the next
+    /// OUT URB of the endpoint it read): the replies stay in the link, to leave in one write
+    /// with the ones the next operations make (module doc, "Write-behind").
     pub fn collect_owing(&self, bus: &mut Bus, before: Watch) -> Flush {
         self.collect_as(bus, before, true)
     }
@@ -667,7 +669,7 @@ fn write_loop<S: Stream>(
         });
         let now = StdInstant::now();
         let mut until = now + timeout;
-        // replies a client left behind are due (module doc, "Write-behind on ep0"); once
+        // replies a client left behind are due (module doc, "Write-behind"); once
         // due, the wait's first look takes them, or another thread is writing them
         if let Some(due) = behind.filter(|&due| due > now) {
             until = until.min(due);
@@ -1082,7 +1084,7 @@ mod tests {
         assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
     }
 
-    /// contract P4, "Write-behind on ep0": a client that owes the answer to a presented
+    /// contract P4, "Write-behind": a client that owes the answer to a presented
     /// SETUP leaves its replies in the link (no write of its own, nothing for the writer's
     /// wake), and the flush after its last answer takes them all for one write, in order.
     #[test]
@@ -1105,7 +1107,7 @@ mod tests {
         assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
     }
 
-    /// contract P4, "Write-behind on ep0": replies left behind are written by whoever writes
+    /// contract P4, "Write-behind": replies left behind are written by whoever writes
     /// next (here the reader's take after an input), before that one's own.
     #[test]
     fn p4_replies_left_behind_go_with_the_next_write() {
@@ -1116,7 +1118,7 @@ mod tests {
         assert_eq!(f.written_seqnums(), [1, 2]);
     }
 
-    /// contract P4, "Write-behind on ep0": a client that keeps owing (slow answers) writes
+    /// contract P4, "Write-behind": a client that keeps owing (slow answers) writes
     /// what waited [`MAX_WRITE_BEHIND`] at its next operation.
     #[test]
     fn p4_owing_client_writes_overdue_replies() {
@@ -1130,7 +1132,7 @@ mod tests {
         assert_eq!(f.made_then_owing(3), None);
     }
 
-    /// contract P4, "Write-behind on ep0": replies left behind while the writer thread
+    /// contract P4, "Write-behind": replies left behind while the writer thread
     /// sleeps past their deadline wake it once (not for every reply left behind after them),
     /// and the writer, woken, takes them only once they are due.
     #[test]
