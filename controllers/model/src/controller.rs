@@ -310,6 +310,16 @@ impl Controller {
     pub fn pending_urbs(&self) -> usize {
         self.urbs.len()
     }
+    /// Whether a URB the host submitted to enabled endpoint `ep` is still there (not given
+    /// back, not unlinked): the client's next transfer on `ep` finds it at once.
+    pub fn urb_waiting_on(&self, ep: EpId) -> bool {
+        let Some(address) = self.ep_index(ep).and_then(|k| self.eps[k].address()) else {
+            return false;
+        };
+        self.urbs
+            .iter()
+            .any(|u| u.endpoint == address && u.unlinked.is_none())
+    }
     /// `actual_length` so far of a URB not yet given back.
     pub fn urb_progress(&self, id: UrbId) -> Option<u32> {
         self.urbs.iter().find(|u| u.id == id).map(|u| u.actual)

@@ -38,6 +38,22 @@
 //! thread or finds the flag clear: none is stranded, and they leave in the order the link
 //! made them.
 //!
+//! # Write-behind
+//! With several control URBs queued (usbtest case 10 keeps 32 in flight), each ep0 answer
+//! completes one URB and presents the next SETUP at once (contract D14), so the thread that
+//! serves ep0 answers them back to back; with several bulk OUT URBs queued (case 24), each
+//! EP_READ completes one and the next is already there. Writing each reply on its own costs a
+//! `send` here and a wakeup and a `recv` on the host's side per URB; vhci's null floor
+//! answers a batch in one write. So after a client operation that leaves its thread with its
+//! next job already waiting (the answer to a SETUP already presented, the next OUT URB of the
+//! endpoint it read; [`ClientFlush::collect_owing`]), its replies stay in the link, and
+//! leave in one write with the next ones: when the client answers the last queued SETUP, does
+//! any other operation, or when the reader or the writer writes; at the latest after
+//! [`MAX_WRITE_BEHIND`]: the client's next operation writes them then, and the writer thread
+//! sleeps no longer than their deadline (the client wakes it when the replies it leaves would
+//! otherwise wait for the writer's slow poll, at most once per deadline). The order of replies
+//! is unchanged.
+//!
 //! When the peer closes, the socket fails, the link refuses input, the gadget closes or the
 //! owner calls [`ConnectionHandle::close`], both threads end and the link applies U20
 //! (DISCONNECT, ESHUTDOWN) under the lock.
@@ -45,7 +61,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant as StdInstant};
@@ -165,12 +181,18 @@ pub enum ConnectionEnd {
     Io(#[from] io::Error),
 }
 
+/// How long [`ClientFlush::collect_owing`] may leave replies in the link before the next
+/// client operation writes them anyway (module doc, "Write-behind").
+pub const MAX_WRITE_BEHIND: Duration = Duration::from_millis(2);
+
 /// What the writer thread is told to do next.
 enum Next {
     Write(Vec<u8>),
     Stop(Option<ConnectionEnd>),
     /// Hand the controller the time (its timer may be due) and compute the next wait.
     Tick,
+    /// Compute the next wait (replies left behind are due earlier).
+    Again,
 }
 
 pub(crate) fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
@@ -192,13 +214,93 @@ struct Tx<S: Stream> {
     control: S,
     /// Someone is writing. Set and cleared only under the link lock.
     writing: AtomicBool,
+    /// When replies were first left in the link by [`ClientFlush::collect_owing`]
+    /// (nanoseconds after `epoch`, plus one; 0: none are). Cleared when replies are taken.
+    deferred_since: AtomicU64,
+    /// Until when the writer thread sleeps (same clock; 0: it is not sleeping), so that the
+    /// client leaving replies behind wakes it only if it would sleep past their deadline.
+    writer_until: AtomicU64,
+    epoch: StdInstant,
+}
+
+/// What [`ClientOutput::take`] did.
+struct Taken {
+    bytes: Option<Vec<u8>>,
+    /// Replies were left in the link and the writer thread must learn their deadline.
+    wake_writer: bool,
 }
 
 impl<S: Stream> Tx<S> {
+    fn new(link: Arc<Mutex<Link>>, stream: S, control: S) -> Tx<S> {
+        Tx {
+            link,
+            stream: Mutex::new(stream),
+            control,
+            writing: AtomicBool::new(false),
+            deferred_since: AtomicU64::new(0),
+            writer_until: AtomicU64::new(0),
+            epoch: StdInstant::now(),
+        }
+    }
+
     /// Under the bus and link locks: takes the link's replies if nobody is writing. The
     /// caller must then [`Tx::write_taken`] them.
     fn take(&self, l: &mut Link) -> Option<Vec<u8>> {
-        (l.has_output() && !self.writing.swap(true, Ordering::SeqCst)).then(|| l.poll_transmit())
+        (l.has_output() && !self.writing.swap(true, Ordering::SeqCst)).then(|| self.drain(l))
+    }
+
+    /// Under the link lock: all of the link's replies; none are left behind any more.
+    fn drain(&self, l: &mut Link) -> Vec<u8> {
+        self.deferred_since.store(0, Ordering::SeqCst);
+        l.poll_transmit()
+    }
+
+    /// Under the bus and link locks: leaves the link's replies for later unless they have
+    /// waited [`MAX_WRITE_BEHIND`] already; then takes them as [`Tx::take`] does.
+    fn take_if_overdue(&self, l: &mut Link) -> Taken {
+        let mut taken = Taken {
+            bytes: None,
+            wake_writer: false,
+        };
+        if !l.has_output() {
+            return taken;
+        }
+        let now = self.stamp(StdInstant::now());
+        let since = self.deferred_since.load(Ordering::SeqCst);
+        if since == 0 {
+            self.deferred_since.store(now, Ordering::SeqCst);
+            // the writer sleeps past the deadline: it must wake to take them then
+            let until = self.writer_until.load(Ordering::SeqCst);
+            taken.wake_writer = until != 0 && until > now + MAX_WRITE_BEHIND.as_nanos() as u64;
+        } else if now.saturating_sub(since) >= MAX_WRITE_BEHIND.as_nanos() as u64 {
+            taken.bytes = self.take(l);
+        }
+        taken
+    }
+
+    /// Under the link lock, for the writer thread: takes the replies unless they are left
+    /// behind and not overdue yet.
+    fn take_unless_behind(&self, l: &mut Link) -> Option<Vec<u8>> {
+        match self.behind_until(l) {
+            Some(deadline) if StdInstant::now() < deadline => None,
+            _ => self.take(l),
+        }
+    }
+
+    /// Under the link lock: when the replies left behind are due, if some are.
+    fn behind_until(&self, l: &Link) -> Option<StdInstant> {
+        match self.deferred_since.load(Ordering::SeqCst) {
+            0 => None,
+            _ if !l.has_output() => None,
+            since => Some(self.epoch + Duration::from_nanos(since - 1) + MAX_WRITE_BEHIND),
+        }
+    }
+
+    /// `t` on this connection's clock: nanoseconds after `epoch`, plus one (0 means none).
+    fn stamp(&self, t: StdInstant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// Writes what [`Tx::take`] gave, then whatever the link made meanwhile, and releases
@@ -219,7 +321,7 @@ impl<S: Stream> Tx<S> {
                 return Err(e);
             }
             if l.has_output() {
-                bytes = l.poll_transmit();
+                bytes = self.drain(&mut l);
                 continue;
             }
             self.writing.store(false, Ordering::SeqCst);
@@ -230,17 +332,25 @@ impl<S: Stream> Tx<S> {
 
 /// A connection's [`Tx`] without its stream type, for [`ClientFlush`].
 trait ClientOutput: Send + Sync {
-    /// `Err` when the writer thread must look (a budget overrun).
-    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError>;
+    /// `Err` when the writer thread must look (a budget overrun). With `owing`, the replies
+    /// stay in the link unless they are overdue ([`ClientFlush::collect_owing`]).
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Taken, LinkError>;
     fn write_taken(&self, bytes: Vec<u8>);
 }
 
 impl<S: Stream> ClientOutput for Tx<S> {
-    fn take(&self, bus: &mut Bus) -> Result<Option<Vec<u8>>, LinkError> {
+    fn take(&self, bus: &mut Bus, owing: bool) -> Result<Taken, LinkError> {
         let mut l = lock(&self.link);
         // a budget overrun is the writer's to report: it collects again and closes
         l.collect(bus)?;
-        Ok(Tx::take(self, &mut l))
+        Ok(if owing {
+            Tx::take_if_overdue(self, &mut l)
+        } else {
+            Taken {
+                bytes: Tx::take(self, &mut l),
+                wake_writer: false,
+            }
+        })
     }
     fn write_taken(&self, bytes: Vec<u8>) {
         if let Err(e) = Tx::write_taken(self, bytes) {
@@ -285,6 +395,18 @@ impl ClientFlush {
     /// after the bus lock is released ([`Flush::finish`]: the replies are written, then the
     /// waiters woken).
     pub fn collect(&self, bus: &mut Bus, before: Watch) -> Flush {
+        self.collect_as(bus, before, false)
+    }
+
+    /// [`ClientFlush::collect`] after a client operation that leaves its thread with its next
+    /// job already waiting (the answer to a SETUP already presented, contract D14; the next
+    /// OUT URB of the endpoint it read): the replies stay in the link, to leave in one write
+    /// with the ones the next operations make (module doc, "Write-behind").
+    pub fn collect_owing(&self, bus: &mut Bus, before: Watch) -> Flush {
+        self.collect_as(bus, before, true)
+    }
+
+    fn collect_as(&self, bus: &mut Bus, before: Watch, owing: bool) -> Flush {
         let Some(conn) = self.slot().clone() else {
             // nobody writes for us (no connection, or a TCP export): the writer thread must
             // look at every change
@@ -293,13 +415,13 @@ impl ClientFlush {
                 wake_all: true,
             };
         };
-        match conn.take(bus) {
-            Ok(bytes) => Flush {
-                write: bytes.map(|bytes| PendingWrite {
+        match conn.take(bus, owing) {
+            Ok(taken) => Flush {
+                write: taken.bytes.map(|bytes| PendingWrite {
                     conn,
                     bytes: Some(bytes),
                 }),
-                wake_all: Watch::of(bus) != before,
+                wake_all: taken.wake_writer || Watch::of(bus) != before,
             },
             Err(e) => {
                 tracing::debug!(error = %e, "client-side collect failed; the writer closes");
@@ -317,8 +439,8 @@ impl ClientFlush {
     /// write them. Call under the bus lock; write after releasing it.
     pub fn take_replies(&self, bus: &mut Bus) -> Option<PendingWrite> {
         let conn = self.slot().clone()?;
-        match conn.take(bus) {
-            Ok(bytes) => bytes.map(|bytes| PendingWrite {
+        match conn.take(bus, false) {
+            Ok(taken) => taken.bytes.map(|bytes| PendingWrite {
                 conn,
                 bytes: Some(bytes),
             }),
@@ -450,12 +572,7 @@ pub(crate) fn serve<S: Stream>(
 ) -> ConnectionEnd {
     let _entered = span.enter();
     let tx = match (stream.try_clone_stream(), stream.try_clone_stream()) {
-        (Ok(w), Ok(control)) => Arc::new(Tx {
-            link: link.clone(),
-            stream: Mutex::new(w),
-            control,
-            writing: AtomicBool::new(false),
-        }),
+        (Ok(w), Ok(control)) => Arc::new(Tx::new(link.clone(), w, control)),
         (Err(e), _) | (_, Err(e)) => {
             return end_connection(shared, &link, &stream, clock, e.into(), None)
         }
@@ -543,18 +660,38 @@ fn write_loop<S: Stream>(
     let link = &*tx.link;
     loop {
         // the next controller timer, or a slow poll that also catches a missed wakeup
-        let timer = shared.lock().poll_timeout();
+        let (timer, behind) = {
+            let bus = shared.lock();
+            (bus.poll_timeout(), tx.behind_until(&lock(link)))
+        };
         let timeout = timer.map_or(Duration::from_millis(500), |t| {
             clock.until(t).min(Duration::from_millis(500))
         });
+        let now = StdInstant::now();
+        let mut until = now + timeout;
+        // replies a client left behind are due (module doc, "Write-behind"); once
+        // due, the wait's first look takes them, or another thread is writing them
+        if let Some(due) = behind.filter(|&due| due > now) {
+            until = until.min(due);
+        }
+        let timeout = until - now;
+        tx.writer_until.store(tx.stamp(until), Ordering::SeqCst);
         let next = shared
             .wait_for(timeout, |bus| {
                 let mut l = lock(link);
                 if let Err(e) = l.collect(bus) {
                     return Some(Next::Stop(Some(e.into())));
                 }
-                if let Some(bytes) = tx.take(&mut l) {
+                if let Some(bytes) = tx.take_unless_behind(&mut l) {
                     return Some(Next::Write(bytes));
+                }
+                // a client left replies behind that are due before this wait ends (once due,
+                // `take_unless_behind` took them, or the thread writing will)
+                if tx
+                    .behind_until(&l)
+                    .is_some_and(|due| due < until && StdInstant::now() < due)
+                {
+                    return Some(Next::Again);
                 }
                 if l.is_closed() {
                     return Some(Next::Stop(None));
@@ -574,6 +711,7 @@ fn write_loop<S: Stream>(
                 None
             })
             .unwrap_or(Next::Tick);
+        tx.writer_until.store(0, Ordering::SeqCst);
         match next {
             Next::Write(bytes) => {
                 if let Err(e) = tx.write_taken(bytes) {
@@ -585,6 +723,7 @@ fn write_loop<S: Stream>(
                 tx.control.shutdown_both();
                 return why;
             }
+            Next::Again => {}
             Next::Tick => {
                 let r = shared.with(|bus| lock(link).handle_timeout(bus, clock.now()));
                 if let Err(e) = r {
@@ -830,12 +969,7 @@ mod tests {
             })));
             bus.with(|b| lock(&link).attach(b, Instant::ZERO));
             let recorder = Recorder::default();
-            let tx = Arc::new(Tx {
-                link,
-                stream: Mutex::new(recorder.clone()),
-                control: recorder.clone(),
-                writing: AtomicBool::new(false),
-            });
+            let tx = Arc::new(Tx::new(link, recorder.clone(), recorder.clone()));
             Fixture {
                 bus,
                 tx,
@@ -854,7 +988,13 @@ mod tests {
         /// in seqnum order).
         fn input_with(&self, seqnum: impl FnOnce() -> u32) -> Option<Vec<u8>> {
             let mut bus = self.bus.lock();
-            let seqnum = seqnum();
+            let mut l = lock(&self.tx.link);
+            self.feed(&mut bus, &mut l, seqnum());
+            self.tx.take(&mut l)
+        }
+
+        /// The CMD_SUBMIT of [`Fixture::input`], handled and left in the link.
+        fn feed(&self, bus: &mut Bus, l: &mut Link, seqnum: u32) {
             let header = CmdSubmitRepr {
                 seqnum,
                 devid: 0x0001_0002,
@@ -877,10 +1017,24 @@ mod tests {
                 iso_packets: Vec::new(),
             })
             .to_vec();
-            let mut l = lock(&self.tx.link);
-            l.handle_input(&mut bus, Instant::ZERO, &bytes)
+            l.handle_input(bus, Instant::ZERO, &bytes)
                 .expect("input accepted");
-            self.tx.take(&mut l)
+        }
+
+        /// A reply made (as [`Fixture::input`]) and left in the link by a thread that is not
+        /// writing, then the flush of a client that still owes an ep0 answer
+        /// ([`ClientFlush::collect_owing`]): the replies it takes.
+        fn made_then_owing(&self, seqnum: u32) -> Option<Vec<u8>> {
+            {
+                let mut bus = self.bus.lock();
+                self.feed(&mut bus, &mut lock(&self.tx.link), seqnum);
+            }
+            self.owing()
+        }
+
+        fn owing(&self) -> Option<Vec<u8>> {
+            let mut bus = self.bus.lock();
+            ClientOutput::take(&*self.tx, &mut bus, true).unwrap().bytes
         }
 
         /// The seqnums of the RET_SUBMITs written, in order, decoded as vhci would.
@@ -928,6 +1082,93 @@ mod tests {
         assert_eq!(f.written_seqnums(), [1, 2]);
         assert!(!f.tx.writing.load(Ordering::SeqCst), "flag released");
         assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4, "Write-behind": a client that owes the answer to a presented
+    /// SETUP leaves its replies in the link (no write of its own, nothing for the writer's
+    /// wake), and the flush after its last answer takes them all for one write, in order.
+    #[test]
+    fn p4_owing_client_leaves_replies_for_one_write() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None, "owing: left in the link");
+        assert_eq!(f.made_then_owing(2), None, "still owing: left in the link");
+        assert!(lock(&f.tx.link).has_output());
+        assert!(
+            !f.tx.writing.load(Ordering::SeqCst),
+            "nobody holds the flag"
+        );
+        let all = {
+            let mut bus = f.bus.lock();
+            ClientOutput::take(&*f.tx, &mut bus, false).unwrap().bytes
+        }
+        .expect("the last answer's flush takes everything");
+        f.tx.write_taken(all).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2], "one write, in order");
+        assert!(!lock(&f.tx.link).has_output(), "nothing stranded");
+    }
+
+    /// contract P4, "Write-behind": replies left behind are written by whoever writes
+    /// next (here the reader's take after an input), before that one's own.
+    #[test]
+    fn p4_replies_left_behind_go_with_the_next_write() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None);
+        let taken = f.input(2).expect("the reader takes both");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+    }
+
+    /// contract P4, "Write-behind": a client that keeps owing (slow answers) writes
+    /// what waited [`MAX_WRITE_BEHIND`] at its next operation.
+    #[test]
+    fn p4_owing_client_writes_overdue_replies() {
+        let f = Fixture::new();
+        assert_eq!(f.made_then_owing(1), None);
+        thread::sleep(MAX_WRITE_BEHIND + Duration::from_millis(1));
+        let taken = f.made_then_owing(2).expect("overdue: taken");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
+        // the clock starts again with the next reply left behind
+        assert_eq!(f.made_then_owing(3), None);
+    }
+
+    /// contract P4, "Write-behind": replies left behind while the writer thread
+    /// sleeps past their deadline wake it once (not for every reply left behind after them),
+    /// and the writer, woken, takes them only once they are due.
+    #[test]
+    fn p4_replies_left_behind_wake_a_sleeping_writer_once() {
+        let f = Fixture::new();
+        let far = f.tx.stamp(StdInstant::now() + Duration::from_millis(500));
+        f.tx.writer_until.store(far, Ordering::SeqCst);
+        let first = {
+            let mut bus = f.bus.lock();
+            let mut l = lock(&f.tx.link);
+            f.feed(&mut bus, &mut l, 1);
+            f.tx.take_if_overdue(&mut l)
+        };
+        assert!(first.bytes.is_none());
+        assert!(
+            first.wake_writer,
+            "the writer would sleep past the deadline"
+        );
+        assert!(
+            f.tx.take_unless_behind(&mut lock(&f.tx.link)).is_none(),
+            "the writer leaves them until due"
+        );
+        let second = {
+            let mut bus = f.bus.lock();
+            let mut l = lock(&f.tx.link);
+            f.feed(&mut bus, &mut l, 2);
+            f.tx.take_if_overdue(&mut l)
+        };
+        assert!(second.bytes.is_none());
+        assert!(!second.wake_writer, "already told");
+        thread::sleep(MAX_WRITE_BEHIND + Duration::from_millis(1));
+        let taken =
+            f.tx.take_unless_behind(&mut lock(&f.tx.link))
+                .expect("due: the writer takes them");
+        f.tx.write_taken(taken).unwrap();
+        assert_eq!(f.written_seqnums(), [1, 2]);
     }
 
     /// contract P4: threads racing to make and write replies (the reader, client threads,

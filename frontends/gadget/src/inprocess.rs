@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 
-use rawgadget_engine::{ClientOp, OpId, OpResult, Outcome, Payload};
+use rawgadget_engine::{ClientOp, Ep0Pending, EpId, OpId, OpResult, Outcome, Payload};
 use rawgadget_loopback::{Bus, InlineStepId, SharedBus};
 use rawgadget_uapi::{Errno, Speed, UsbRawEpIo, UsbRawInit, UDC_NAME_LENGTH_MAX};
 use rawgadget_usbip_udc::ClientFlush;
@@ -107,13 +107,35 @@ impl InProcess {
         let Some(flush) = &self.after_op else {
             return submit(&self.shared, op);
         };
+        // what this thread is about to be handed at once, if the host queued it already
+        let next = match &op {
+            ClientOp::EventFetch { .. }
+            | ClientOp::Ep0Write { .. }
+            | ClientOp::Ep0Read { .. }
+            | ClientOp::Ep0Stall { .. } => Next::Setup,
+            ClientOp::EpRead { io, .. } => Next::OutUrb(EpId::Ep(io.ep)),
+            _ => Next::Nothing,
+        };
         let mut bus = self.shared.lock();
         let before = flush.watch(&bus);
         let r = match bus.client(op) {
             Outcome::Done(r) => Ok(r),
             Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
         };
-        let flushed = flush.collect(&mut bus, before);
+        // this thread has its next job already (the next SETUP to answer, contract D14, or
+        // the next OUT URB to read): its replies leave together with the next ones
+        // (`rawgadget_usbip_udc::driver`, "Write-behind"); never before blocking
+        let owing = r.is_ok()
+            && match next {
+                Next::Setup => bus.instance().ep0_pending() != Ep0Pending::None,
+                Next::OutUrb(ep) => bus.controller().urb_waiting_on(ep),
+                Next::Nothing => false,
+            };
+        let flushed = if owing {
+            flush.collect_owing(&mut bus, before)
+        } else {
+            flush.collect(&mut bus, before)
+        };
         drop(bus);
         // outside the bus lock (the writing flag keeps replies in order), and before the
         // waiters are woken; the link's writer thread is woken only if it has something to
@@ -160,6 +182,17 @@ impl InProcess {
                 payload: Payload::None,
             })
     }
+}
+
+/// What a client thread's next operation will find waiting, by the kind of its last one
+/// ([`InProcess::submit`]).
+#[derive(Clone, Copy)]
+enum Next {
+    /// An ep0 operation: the next SETUP, if the host queued several control URBs.
+    Setup,
+    /// EP_READ: the next OUT URB on the same endpoint.
+    OutUrb(EpId),
+    Nothing,
 }
 
 /// Runs `op`; a blocked operation that finished within the same call (its peer was already
