@@ -214,6 +214,7 @@ impl Collected {
                             error: error.clone(),
                         });
                 }
+                Record::GadgetProfile(p) => self.notes.push(p.line()),
                 Record::Start { .. } | Record::End { .. } => {}
             }
         }

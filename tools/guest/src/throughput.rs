@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::gadget::{self, GadgetProcess, SourceSink, GZERO_PID, GZERO_VID};
+use crate::gzprof;
 use crate::host::{errno_name, interface0_endpoints};
 use crate::record::{substrate, Record, Reporter, RunOutcome, SubstrateState};
 use crate::scenario::{
@@ -531,10 +532,16 @@ pub(crate) fn interleaved_matrix(
 ) -> Vec<Option<u32>> {
     let mut lost: Vec<Option<u32>> = vec![None; subs.len()];
     let mut alive = vec![true; subs.len()];
+    // The Gadget Zero pair of usbtest-dummy (issue 4): what each process does per iteration.
+    let profile = subs
+        .iter()
+        .all(|(s, _, _)| *s == substrate::B || *s == substrate::B_C);
     for &case in &p.cases {
         let params = usbtest::case_params(case, p.count);
         let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
         let mut failed = vec![false; subs.len()];
+        let mut costs = vec![gzprof::Cost::default(); subs.len()];
+        let mut timed = vec![0u64; subs.len()];
         for run in 0..p.runs as usize {
             // the first of each round starts on a device that has just idled: rotate who goes
             // first, so that no device is always first
@@ -543,7 +550,13 @@ pub(crate) fn interleaved_matrix(
                 if !alive[i] || failed[i] {
                     continue;
                 }
-                match run_case_watched(&dev.devnode(), params, p.case_timeout) {
+                let before = gzprof::Tasks::take(pid);
+                let r = run_case_watched(&dev.devnode(), params, p.case_timeout);
+                if matches!(r, Ok(Ok(_))) {
+                    costs[i].add(&gzprof::Tasks::take(pid).since(&before));
+                    timed[i] += u64::from(params.iterations);
+                }
+                match r {
                     Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
                     Ok(Err(e)) => {
                         outcomes[i].push(RunOutcome::Error(e));
@@ -580,6 +593,11 @@ pub(crate) fn interleaved_matrix(
                 alt: -1,
                 runs: std::mem::take(&mut outcomes[i]),
             });
+            if profile && timed[i] > 0 {
+                let prof = profile_case(p, sub, dev, subs[i].2, params, &costs[i], timed[i]);
+                println!("bench-guest: profile {}", prof.line());
+                rep.emit(&Record::GadgetProfile(prof));
+            }
             if alive[i] && !dev.present() {
                 alive[i] = false;
             }
@@ -593,4 +611,40 @@ pub(crate) fn interleaved_matrix(
         }
     }
     lost
+}
+
+/// The profile of one case on one substrate (issue 4): the /proc cost of its timed runs, and
+/// one more run under strace when the guest has it (untimed: tracing slows every call).
+fn profile_case(
+    p: &Params,
+    sub: &str,
+    dev: &UsbDevice,
+    pid: u32,
+    params: usbtest::CaseParams,
+    cost: &gzprof::Cost,
+    iterations: u64,
+) -> gzprof::GadgetProfile {
+    let mut prof = gzprof::GadgetProfile::new(sub, params.case, iterations, cost);
+    if !Path::new(gzprof::STRACE).exists() {
+        prof.trace_error = Some("no strace in the guest".into());
+        return prof;
+    }
+    let log = Path::new("/tmp").join(format!("gzprof-{sub}-{}.strace", params.case));
+    let traced = gzprof::traced(pid, &log, || {
+        run_case_watched(&dev.devnode(), params, p.case_timeout * 4)
+    });
+    match traced {
+        Ok((Ok(Ok(_)), calls)) => {
+            let per = f64::from(params.iterations.max(1));
+            prof.traced_iterations = u64::from(params.iterations);
+            prof.syscalls = calls
+                .into_iter()
+                .map(|(k, v)| (k, v as f64 / per))
+                .collect();
+        }
+        Ok((Ok(Err(e)), _)) => prof.trace_error = Some(format!("traced run failed: {e}")),
+        Ok((Err(_), _)) => prof.trace_error = Some("traced run timed out".into()),
+        Err(e) => prof.trace_error = Some(format!("{e:#}")),
+    }
+    prof
 }
