@@ -31,6 +31,7 @@ pub const STRACE: &str = "/usr/bin/strace";
 /// One process's threads at one moment, by thread id.
 #[derive(Clone, Debug, Default)]
 pub struct Tasks {
+    pid: u32,
     threads: BTreeMap<u32, Counters>,
     /// utime + stime of the whole process (dead threads included), in clock ticks.
     process_ticks: u64,
@@ -62,6 +63,7 @@ impl Tasks {
             }
         }
         Tasks {
+            pid,
             threads,
             process_ticks: stat_ticks(&read(&format!("/proc/{pid}/stat"))).unwrap_or(0),
         }
@@ -84,6 +86,10 @@ impl Tasks {
             if !before.threads.contains_key(tid) {
                 c.new_threads += 1;
             }
+            if *tid == self.pid {
+                c.main_sleeps += now.voluntary.saturating_sub(b.voluntary);
+                c.main_cpu_ns += now.cpu_ns.saturating_sub(b.cpu_ns);
+            }
         }
         c
     }
@@ -100,6 +106,9 @@ pub struct Cost {
     pub wait_ns: u64,
     pub process_ticks: u64,
     pub new_threads: u64,
+    /// The main thread's share (the ep0 event loop in both Gadget Zeros).
+    pub main_sleeps: u64,
+    pub main_cpu_ns: u64,
 }
 
 impl Cost {
@@ -112,6 +121,8 @@ impl Cost {
         self.wait_ns += o.wait_ns;
         self.process_ticks += o.process_ticks;
         self.new_threads += o.new_threads;
+        self.main_sleeps += o.main_sleeps;
+        self.main_cpu_ns += o.main_cpu_ns;
     }
 }
 
@@ -131,6 +142,15 @@ pub struct GadgetProfile {
     pub stat_cpu_us: f64,
     /// Threads started per iteration (endpoint threads restarted by SET_INTERFACE).
     pub new_threads: f64,
+    /// The main (ep0) thread's share of `sleeps` and `cpu_us`.
+    #[serde(default)]
+    pub main_sleeps: f64,
+    #[serde(default)]
+    pub main_cpu_us: f64,
+    /// CPU the process used while the other substrate's runs of the case went on (it should
+    /// idle then), as a share of their wall time, in percent.
+    #[serde(default)]
+    pub idle_cpu_percent: f64,
     /// Iterations of the traced run (0 when there was none).
     #[serde(default)]
     pub traced_iterations: u64,
@@ -157,6 +177,9 @@ impl GadgetProfile {
             // USER_HZ is 100 on x86.
             stat_cpu_us: c.process_ticks as f64 * 10_000.0 / per,
             new_threads: c.new_threads as f64 / per,
+            main_sleeps: c.main_sleeps as f64 / per,
+            main_cpu_us: c.main_cpu_ns as f64 / 1e3 / per,
+            idle_cpu_percent: 0.0,
             traced_iterations: 0,
             syscalls: BTreeMap::new(),
             trace_error: None,
@@ -171,16 +194,20 @@ impl GadgetProfile {
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect();
         format!(
-            "({}) case {} per iteration: {:.2} sleeps, {:.2} preempted, cpu {:.0} µs \
-             (stat {:.0} µs), runnable-waiting {:.0} µs, {:.3} new threads; traced: [{}]{}",
+            "({}) case {} per iteration: {:.2} sleeps ({:.2} main), {:.2} preempted, cpu {:.0} µs \
+             ({:.0} main, stat {:.0}), runnable-waiting {:.0} µs, {:.3} new threads; idle cpu \
+             {:.1}%; traced: [{}]{}",
             self.substrate,
             self.case,
             self.sleeps,
+            self.main_sleeps,
             self.preempted,
             self.cpu_us,
+            self.main_cpu_us,
             self.stat_cpu_us,
             self.runnable_wait_us,
             self.new_threads,
+            self.idle_cpu_percent,
             calls.join(", "),
             self.trace_error
                 .as_deref()
@@ -351,10 +378,12 @@ mod tests {
             ..Counters::default()
         };
         let before = Tasks {
+            pid: 1,
             threads: [(1, c(10)), (2, c(5))].into_iter().collect(),
             process_ticks: 3,
         };
         let after = Tasks {
+            pid: 1,
             threads: [(1, c(12)), (3, c(7))].into_iter().collect(),
             process_ticks: 5,
         };
@@ -363,6 +392,7 @@ mod tests {
             (d.sleeps, d.cpu_ns, d.new_threads, d.process_ticks),
             (9, 9000, 1, 2)
         );
+        assert_eq!((d.main_sleeps, d.main_cpu_ns), (2, 2000));
     }
 
     #[test]

@@ -532,6 +532,7 @@ pub(crate) fn interleaved_matrix(
 ) -> Vec<Option<u32>> {
     let mut lost: Vec<Option<u32>> = vec![None; subs.len()];
     let mut alive = vec![true; subs.len()];
+    let mut profiles = Vec::new();
     // The Gadget Zero pair of usbtest-dummy (issue 4): what each process does per iteration.
     let profile = subs
         .iter()
@@ -542,6 +543,8 @@ pub(crate) fn interleaved_matrix(
         let mut failed = vec![false; subs.len()];
         let mut costs = vec![gzprof::Cost::default(); subs.len()];
         let mut timed = vec![0u64; subs.len()];
+        // per device: CPU ns it used during the others' runs, and their wall time
+        let mut idle = vec![(0u64, Duration::ZERO); subs.len()];
         for run in 0..p.runs as usize {
             // the first of each round starts on a device that has just idled: rotate who goes
             // first, so that no device is always first
@@ -550,11 +553,25 @@ pub(crate) fn interleaved_matrix(
                 if !alive[i] || failed[i] {
                     continue;
                 }
-                let before = gzprof::Tasks::take(pid);
+                let before: Vec<gzprof::Tasks> = if profile {
+                    subs.iter().map(|s| gzprof::Tasks::take(s.2)).collect()
+                } else {
+                    Vec::new()
+                };
+                let started = Instant::now();
                 let r = run_case_watched(&dev.devnode(), params, p.case_timeout);
-                if matches!(r, Ok(Ok(_))) {
-                    costs[i].add(&gzprof::Tasks::take(pid).since(&before));
-                    timed[i] += u64::from(params.iterations);
+                if profile && matches!(r, Ok(Ok(_))) {
+                    let wall = started.elapsed();
+                    for (k, b) in before.iter().enumerate() {
+                        let d = gzprof::Tasks::take(subs[k].2).since(b);
+                        if k == i {
+                            costs[i].add(&d);
+                            timed[i] += u64::from(params.iterations);
+                        } else {
+                            idle[k].0 += d.cpu_ns;
+                            idle[k].1 += wall;
+                        }
+                    }
                 }
                 match r {
                     Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
@@ -594,9 +611,12 @@ pub(crate) fn interleaved_matrix(
                 runs: std::mem::take(&mut outcomes[i]),
             });
             if profile && timed[i] > 0 {
-                let prof = profile_case(p, sub, dev, subs[i].2, params, &costs[i], timed[i]);
-                println!("bench-guest: profile {}", prof.line());
-                rep.emit(&Record::GadgetProfile(prof));
+                let mut prof = gzprof::GadgetProfile::new(sub, params.case, timed[i], &costs[i]);
+                if !idle[i].1.is_zero() {
+                    prof.idle_cpu_percent =
+                        idle[i].0 as f64 / 1e9 / idle[i].1.as_secs_f64() * 100.0;
+                }
+                profiles.push((i, params, prof));
             }
             if alive[i] && !dev.present() {
                 alive[i] = false;
@@ -610,26 +630,34 @@ pub(crate) fn interleaved_matrix(
             break;
         }
     }
+    // The traced runs come after every timed one: a tracer attaching interrupts the gadgets'
+    // ioctls (the C one then polls until its next SET_INTERFACE), which must not touch the
+    // timed runs.
+    for (i, params, mut prof) in profiles {
+        let (_, dev, pid) = subs[i];
+        if alive[i] && dev.present() {
+            trace_case(p, dev, pid, params, &mut prof);
+        }
+        println!("bench-guest: profile {}", prof.line());
+        rep.emit(&Record::GadgetProfile(prof));
+    }
     lost
 }
 
-/// The profile of one case on one substrate (issue 4): the /proc cost of its timed runs, and
-/// one more run under strace when the guest has it (untimed: tracing slows every call).
-fn profile_case(
+/// Adds to `prof` the system calls of one more run of its case under strace, when the guest
+/// has it (untimed: tracing slows every call).
+fn trace_case(
     p: &Params,
-    sub: &str,
     dev: &UsbDevice,
     pid: u32,
     params: usbtest::CaseParams,
-    cost: &gzprof::Cost,
-    iterations: u64,
-) -> gzprof::GadgetProfile {
-    let mut prof = gzprof::GadgetProfile::new(sub, params.case, iterations, cost);
+    prof: &mut gzprof::GadgetProfile,
+) {
     if !Path::new(gzprof::STRACE).exists() {
         prof.trace_error = Some("no strace in the guest".into());
-        return prof;
+        return;
     }
-    let log = Path::new("/tmp").join(format!("gzprof-{sub}-{}.strace", params.case));
+    let log = Path::new("/tmp").join(format!("gzprof-{}-{}.strace", prof.substrate, params.case));
     let traced = gzprof::traced(pid, &log, || {
         run_case_watched(&dev.devnode(), params, p.case_timeout * 4)
     });
@@ -646,5 +674,4 @@ fn profile_case(
         Ok((Err(_), _)) => prof.trace_error = Some("traced run timed out".into()),
         Err(e) => prof.trace_error = Some(format!("{e:#}")),
     }
-    prof
 }
