@@ -66,15 +66,28 @@ impl DeviceNode {
     }
 
     /// Runs a blocking ioctl registered with `cancel`, so that another thread can interrupt it.
+    ///
+    /// An EINTR that `cancel` did not cause is retried: raw gadget returns EINTR for any signal
+    /// (spec §2.5: it never restarts), and signals we did not send reach a blocked thread too
+    /// (a debugger or `strace -p` attaching, SIGSTOP/SIGCONT). Returning it would stop the
+    /// event loop or an endpoint thread for good; the C programs retry EVENT_FETCH alike.
+    /// Only an EINTR from [`CancelHandle::cancel`] reaches the caller.
     fn blocking<T>(
         &self,
         cancel: &CancelHandle,
-        call: impl FnOnce() -> Result<T, Errno>,
+        mut call: impl FnMut() -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let _blocked = cancel
             .enter(sys::current_thread_waker())
             .map_err(|_| Errno::EINTR)?;
-        call()
+        loop {
+            match call() {
+                Err(Errno::EINTR) if !cancel.is_cancelled() => {
+                    tracing::debug!("EINTR not caused by a cancel: retrying the ioctl");
+                }
+                r => return r,
+            }
+        }
     }
 }
 
@@ -241,6 +254,32 @@ mod tests {
             node.ep_write_buf(EpHandle(0), &mut buf, IoFlags::NONE, &c),
             Err(Errno::EINTR)
         );
+    }
+
+    /// spec §2.5: an EINTR from a signal nobody sent through the cancel handle (a tracer
+    /// attaching, SIGSTOP/SIGCONT) is retried; one after `cancel` is returned.
+    #[test]
+    fn spurious_eintr_is_retried_and_cancel_is_not() {
+        let node = DeviceNode::open("/dev/null").unwrap();
+        let c = CancelHandle::new();
+        let mut calls = 0;
+        let r = node.blocking(&c, || {
+            calls += 1;
+            if calls < 3 {
+                Err(Errno::EINTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!((r, calls), (Ok(3), 3));
+        // A cancel that lands while the call is blocked: its EINTR is the result.
+        let mut calls = 0;
+        let r: Result<(), Errno> = node.blocking(&c, || {
+            calls += 1;
+            c.request_cancel();
+            Err(Errno::EINTR)
+        });
+        assert_eq!((r, calls), (Err(Errno::EINTR), 1));
     }
 
     /// Over-long UDC names give E2BIG as INIT would (spec §1.5 INIT step 4).

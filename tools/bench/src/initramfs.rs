@@ -144,6 +144,10 @@ pub fn build(
     if let Err(e) = install_dynamic(&root, Path::new(STOCK_USBIP)) {
         eprintln!("bench: the stock usbip tool is not in the initramfs: {e:#}");
     }
+    // Not fatal either: without it the usbtest-dummy profile has no system call counts.
+    if let Err(e) = install_dynamic(&root, Path::new("/usr/bin/strace")) {
+        eprintln!("bench: strace is not in the initramfs: {e:#}");
+    }
     fs::write(root.join("init"), INIT)?;
     fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755))?;
 

@@ -761,6 +761,9 @@ fn floor_and_throughput(c: &Collected) -> String {
             s.push_str(&format!("- {line}\n"));
         }
     }
+    if let Some(t) = report::gadget_profile_table(c) {
+        s.push_str(&format!("\n### (b) and (b-C) per usbtest iteration (gzprof: /proc over the timed runs, ioctls of one strace'd run)\n\n{t}"));
+    }
     if let Some((t, verdicts)) = report::usbip_targets(c) {
         let count =
             |want: report::TargetVerdict| verdicts.iter().filter(|(_, v)| *v == want).count();

@@ -157,6 +157,8 @@ pub struct Collected {
     pub retried: BTreeMap<(String, u32), String>,
     /// substrate → its throughput figures (the first measurement, from the substrate's main boot).
     pub throughput: BTreeMap<String, Throughput>,
+    /// What each Gadget Zero process did per usbtest iteration (usbtest-dummy's (b)/(b-C)).
+    pub profiles: Vec<rawgadget_bench_guest::gzprof::GadgetProfile>,
 }
 
 impl Collected {
@@ -225,6 +227,7 @@ impl Collected {
                             error: error.clone(),
                         });
                 }
+                Record::GadgetProfile(p) => self.profiles.push(p.clone()),
                 Record::Start { .. } | Record::End { .. } => {}
             }
         }
@@ -677,6 +680,57 @@ pub fn throughput_table(c: &Collected) -> Option<String> {
         let _ = writeln!(
             s,
             "| reference: {what} | — | — | — | {mb_in:.1} | {mb_out:.1} |"
+        );
+    }
+    Some(s)
+}
+
+/// What (b) and (b-C) did per usbtest iteration, case by case (issue 4): sleeps and CPU from
+/// /proc over the timed runs (the main thread, which answers ep0, in parentheses), time spent
+/// runnable but waiting for a CPU, and the raw gadget ioctls of one traced run. `None` without
+/// profile records.
+pub fn gadget_profile_table(c: &Collected) -> Option<String> {
+    if c.profiles.is_empty() {
+        return None;
+    }
+    let mut s = String::from(
+        "| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs | EP_READ + EP_WRITE | EVENT_FETCH | EP0_READ + EP0_WRITE + EP0_STALL | other system calls |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut rows: Vec<&rawgadget_bench_guest::gzprof::GadgetProfile> = c.profiles.iter().collect();
+    rows.sort_by(|a, b| (a.case, &a.substrate).cmp(&(b.case, &b.substrate)));
+    for p in rows {
+        let sum = |keys: &[&str]| -> f64 {
+            keys.iter()
+                .filter_map(|k| p.syscalls.get(&format!("ioctl {k}")))
+                .fold(0.0, |a, v| a + v)
+        };
+        let traced = |v: f64| {
+            if p.traced_iterations == 0 {
+                "—".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let other: f64 = p
+            .syscalls
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ioctl ") && !k.starts_with('='))
+            .fold(0.0, |a, (_, v)| a + v);
+        let _ = writeln!(
+            s,
+            "| {} | ({}) | {:.2} ({:.2}) | {:.2} | {:.0} ({:.0}) | {:.0} | {} | {} | {} | {} |",
+            p.case,
+            p.substrate,
+            p.sleeps,
+            p.main_sleeps,
+            p.preempted,
+            p.cpu_us,
+            p.main_cpu_us,
+            p.runnable_wait_us,
+            traced(sum(&["EP_READ", "EP_WRITE"])),
+            traced(sum(&["EVENT_FETCH"])),
+            traced(sum(&["EP0_READ", "EP0_WRITE", "EP0_STALL"])),
+            traced(other),
         );
     }
     Some(s)
@@ -1289,6 +1343,36 @@ mod tests {
 
     /// Issue 5: MB/s and control round trips/s per substrate, median (min–max), with the
     /// reference figures; a failed measurement says so; the first record of a substrate wins.
+    #[test]
+    fn gadget_profile_table_rows_per_case_and_substrate() {
+        use rawgadget_bench_guest::gzprof::{Cost, GadgetProfile};
+        let cost = Cost {
+            sleeps: 106,
+            cpu_ns: 120_000_000,
+            ..Cost::default()
+        };
+        let mut b = GadgetProfile::new("b", 3, 100, &cost);
+        b.traced_iterations = 100;
+        b.syscalls = [
+            ("ioctl EP_READ".to_string(), 1.01),
+            ("futex".to_string(), 0.15),
+        ]
+        .into_iter()
+        .collect();
+        let bc = GadgetProfile::new("b-c", 1, 100, &cost);
+        let mut c = Collected::default();
+        c.add(&[Record::GadgetProfile(b), Record::GadgetProfile(bc)]);
+        let t = gadget_profile_table(&c).unwrap();
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 2, "{t}");
+        assert!(rows[0].starts_with("| 1 | (b-c) | 1.06 (0.00) |"), "{t}");
+        assert!(rows[0].ends_with("| — | — | — | — |"), "untraced: {t}");
+        assert!(rows[1].starts_with("| 3 | (b) |"), "{t}");
+        assert!(rows[1].contains("| 1200 (0) |"), "{t}");
+        assert!(rows[1].ends_with("| 1.01 | 0.00 | 0.00 | 0.15 |"), "{t}");
+        assert_eq!(gadget_profile_table(&Collected::default()), None);
+    }
+
     #[test]
     fn throughput_table_medians_and_references() {
         let mut c = Collected::default();

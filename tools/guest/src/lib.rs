@@ -10,6 +10,7 @@
 //! - [`input`]: reading key events from evdev and turning them back into text.
 //! - [`scenario`]: what one boot runs, selected by `rgbench.*` words on the kernel command line.
 //! - [`throughput`]: bulk MB/s and control round trips/s through usbfs, and the null-device floor.
+//! - [`gzprof`]: what a Gadget Zero process does per usbtest iteration (/proc, strace).
 //! - [`record`]: the JSON lines written to the result channel.
 //! - [`usbip_proof`]: the scripted host on (c) against (b′), and the stock `usbip attach` of a
 //!   device exported from outside the guest (issue 5 item 5).
@@ -17,6 +18,7 @@
 
 pub mod cuse;
 pub mod gadget;
+pub mod gzprof;
 pub mod host;
 pub mod input;
 pub mod record;

@@ -97,6 +97,8 @@ pub enum Record {
     },
     /// Free-form progress line.
     Note { text: String },
+    /// What a gadget process did per usbtest iteration of one case (issue 4, usbtest-dummy).
+    GadgetProfile(crate::gzprof::GadgetProfile),
     /// Last line: the scenario's exit status (0 = pass).
     End { status: i32, detail: String },
 }

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::gadget::{self, GadgetProcess, SourceSink, GZERO_PID, GZERO_VID};
+use crate::gzprof;
 use crate::host::{errno_name, interface0_endpoints};
 use crate::record::{substrate, Record, Reporter, RunOutcome, SubstrateState};
 use crate::scenario::{
@@ -531,10 +532,19 @@ pub(crate) fn interleaved_matrix(
 ) -> Vec<Option<u32>> {
     let mut lost: Vec<Option<u32>> = vec![None; subs.len()];
     let mut alive = vec![true; subs.len()];
+    let mut profiles = Vec::new();
+    // The Gadget Zero pair of usbtest-dummy (issue 4): what each process does per iteration.
+    let profile = subs
+        .iter()
+        .all(|(s, _, _)| *s == substrate::B || *s == substrate::B_C);
     for &case in &p.cases {
         let params = usbtest::case_params(case, p.count);
         let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
         let mut failed = vec![false; subs.len()];
+        let mut costs = vec![gzprof::Cost::default(); subs.len()];
+        let mut timed = vec![0u64; subs.len()];
+        // per device: CPU ns it used during the others' runs, and their wall time
+        let mut idle = vec![(0u64, Duration::ZERO); subs.len()];
         for run in 0..p.runs as usize {
             // the first of each round starts on a device that has just idled: rotate who goes
             // first, so that no device is always first
@@ -543,7 +553,27 @@ pub(crate) fn interleaved_matrix(
                 if !alive[i] || failed[i] {
                     continue;
                 }
-                match run_case_watched(&dev.devnode(), params, p.case_timeout) {
+                let before: Vec<gzprof::Tasks> = if profile {
+                    subs.iter().map(|s| gzprof::Tasks::take(s.2)).collect()
+                } else {
+                    Vec::new()
+                };
+                let started = Instant::now();
+                let r = run_case_watched(&dev.devnode(), params, p.case_timeout);
+                if profile && matches!(r, Ok(Ok(_))) {
+                    let wall = started.elapsed();
+                    for (k, b) in before.iter().enumerate() {
+                        let d = gzprof::Tasks::take(subs[k].2).since(b);
+                        if k == i {
+                            costs[i].add(&d);
+                            timed[i] += u64::from(params.iterations);
+                        } else {
+                            idle[k].0 += d.cpu_ns;
+                            idle[k].1 += wall;
+                        }
+                    }
+                }
+                match r {
                     Ok(Ok(d)) => outcomes[i].push(RunOutcome::Pass(d.as_secs_f64())),
                     Ok(Err(e)) => {
                         outcomes[i].push(RunOutcome::Error(e));
@@ -580,6 +610,14 @@ pub(crate) fn interleaved_matrix(
                 alt: -1,
                 runs: std::mem::take(&mut outcomes[i]),
             });
+            if profile && timed[i] > 0 {
+                let mut prof = gzprof::GadgetProfile::new(sub, params.case, timed[i], &costs[i]);
+                if !idle[i].1.is_zero() {
+                    prof.idle_cpu_percent =
+                        idle[i].0 as f64 / 1e9 / idle[i].1.as_secs_f64() * 100.0;
+                }
+                profiles.push((i, params, prof));
+            }
             if alive[i] && !dev.present() {
                 alive[i] = false;
             }
@@ -592,5 +630,48 @@ pub(crate) fn interleaved_matrix(
             break;
         }
     }
+    // The traced runs come after every timed one: a tracer attaching interrupts the gadgets'
+    // ioctls (the C one then polls until its next SET_INTERFACE), which must not touch the
+    // timed runs.
+    for (i, params, mut prof) in profiles {
+        let (_, dev, pid) = subs[i];
+        if alive[i] && dev.present() {
+            trace_case(p, dev, pid, params, &mut prof);
+        }
+        println!("bench-guest: profile {}", prof.line());
+        rep.emit(&Record::GadgetProfile(prof));
+    }
     lost
+}
+
+/// Adds to `prof` the system calls of one more run of its case under strace, when the guest
+/// has it (untimed: tracing slows every call).
+fn trace_case(
+    p: &Params,
+    dev: &UsbDevice,
+    pid: u32,
+    params: usbtest::CaseParams,
+    prof: &mut gzprof::GadgetProfile,
+) {
+    if !Path::new(gzprof::STRACE).exists() {
+        prof.trace_error = Some("no strace in the guest".into());
+        return;
+    }
+    let log = Path::new("/tmp").join(format!("gzprof-{}-{}.strace", prof.substrate, params.case));
+    let traced = gzprof::traced(pid, &log, || {
+        run_case_watched(&dev.devnode(), params, p.case_timeout * 4)
+    });
+    match traced {
+        Ok((Ok(Ok(_)), calls)) => {
+            let per = f64::from(params.iterations.max(1));
+            prof.traced_iterations = u64::from(params.iterations);
+            prof.syscalls = calls
+                .into_iter()
+                .map(|(k, v)| (k, v as f64 / per))
+                .collect();
+        }
+        Ok((Ok(Err(e)), _)) => prof.trace_error = Some(format!("traced run failed: {e}")),
+        Ok((Err(_), _)) => prof.trace_error = Some("traced run timed out".into()),
+        Err(e) => prof.trace_error = Some(format!("{e:#}")),
+    }
 }
