@@ -818,6 +818,11 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
         ));
         functional_ok &= ok;
     }
+    if let Some(t) = report::gadget_profile_table(c) {
+        sections.push_str(&format!(
+            "\n### (b) and (b-C) per usbtest iteration: what each Gadget Zero did (issue 4; /proc over the timed runs, raw gadget ioctls from one strace'd run after them)\n\n{t}"
+        ));
+    }
     sections.push_str(&floor_and_throughput(c));
     // issue 6: serve against the same C program on the module (printed, not gated)
     for x in [substrate::D, rawgadget_bench_guest::cuse::D_SLOW] {
