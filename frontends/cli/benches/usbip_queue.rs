@@ -63,10 +63,12 @@ struct Rig {
     device: Device,
 }
 
-/// `rawgadget zero`'s settings; `USBIP_QUEUE_REQ_SIZE` overrides the bulk request size.
+/// `rawgadget zero --usbip-attach`'s settings; `USBIP_QUEUE_REQ_SIZE` overrides the bulk
+/// request size.
 fn zero_config() -> ZeroConfig {
     let mut config = ZeroConfig {
         speed: Speed::High,
+        req_size: rawgadget_devices::zero::IN_PROCESS_REQ_SIZE,
         ..ZeroConfig::default()
     };
     if let Some(n) = std::env::var("USBIP_QUEUE_REQ_SIZE")
