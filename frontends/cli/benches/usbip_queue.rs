@@ -9,7 +9,9 @@
 //! - case 24 "queued unlink OUT" (`unlink_queued`): 32 bulk OUT URBs of 1024 bytes with
 //!   URB_ZERO_PACKET submitted at once, the 28th and 30th unlinked (`usb_unlink_urb`), all
 //!   waited for; once per iteration;
-//! - case 1 "bulk OUT" and case 9-like synchronous control, as controls: one URB at a time.
+//! - case 1 "bulk OUT" and case 9-like synchronous control, as controls: one URB at a time;
+//! - cases 1 and 2 with `size 65536` (what the guest throughput table runs, and what usbfs
+//!   USBDEVFS_BULK does): one 64 KiB bulk OUT or IN URB at a time, with MB/s beside the rest.
 //!
 //! Beside the time per URB: the process's CPU time per URB (both sides and the fake host
 //! included) and its context switches per URB (every thread, from `/proc/self/task`), which
@@ -57,13 +59,16 @@ struct Rig {
     vhci: FakeVhci<UnixStream>,
     host: Host,
     bulk_out: u8,
+    bulk_in: u8,
     device: Device,
 }
 
-/// `rawgadget zero`'s settings; `USBIP_QUEUE_REQ_SIZE` overrides the bulk request size.
+/// `rawgadget zero --usbip-attach`'s settings; `USBIP_QUEUE_REQ_SIZE` overrides the bulk
+/// request size.
 fn zero_config() -> ZeroConfig {
     let mut config = ZeroConfig {
         speed: Speed::High,
+        req_size: rawgadget_devices::zero::IN_PROCESS_REQ_SIZE,
         ..ZeroConfig::default()
     };
     if let Some(n) = std::env::var("USBIP_QUEUE_REQ_SIZE")
@@ -136,19 +141,22 @@ fn start_null() -> Rig {
     )
 }
 
-/// Enumerates and finds the bulk OUT endpoint of the configuration.
+/// Enumerates and finds the bulk endpoints of the configuration.
 fn finish(mut vhci: FakeVhci<UnixStream>, device: Device) -> Rig {
     let mut host = host();
     host.enumerate(&mut vhci).expect("enumeration over USB/IP");
     let config = host.recording().configs[0].clone();
-    let bulk_out = endpoints(&config)
-        .find(|&(addr, attr)| addr & 0x80 == 0 && attr & 3 == 2)
-        .map(|(addr, _)| addr)
-        .expect("a bulk OUT endpoint");
+    let bulk = |dir: u8| {
+        endpoints(&config)
+            .find(|&(addr, attr)| addr & 0x80 == dir && attr & 3 == 2)
+            .map(|(addr, _)| addr)
+            .expect("a bulk endpoint each way")
+    };
     Rig {
         vhci,
+        bulk_out: bulk(0),
+        bulk_in: bulk(0x80),
         host,
-        bulk_out,
         device,
     }
 }
@@ -337,6 +345,38 @@ fn bulk_out_sync(rig: &mut Rig, iterations: usize) -> (Figures, usize) {
     (figures, bad)
 }
 
+/// usbtest's `size 65536` for the throughput cases.
+const BIG: usize = 64 * 1024;
+
+/// Case 1 with size 65536: synchronous 64 KiB bulk OUT URBs carrying the pattern.
+fn bulk_out_64k(rig: &mut Rig, iterations: usize) -> (Figures, usize) {
+    let mut bad = 0;
+    let ep = rig.bulk_out;
+    let data: Vec<u8> = (0..BIG).map(|i| ((i % 512) % 63) as u8).collect();
+    let figures = measure(iterations, || {
+        for _ in 0..iterations {
+            let id = rig.vhci.submit(Urb::bulk(ep, data.clone()));
+            let c = rig.vhci.wait(id, TIMEOUT).expect("given back");
+            bad += usize::from(c.status.is_err() || c.actual_length as usize != BIG);
+        }
+    });
+    (figures, bad)
+}
+
+/// Case 2 with size 65536: synchronous 64 KiB bulk IN URBs, all of it expected.
+fn bulk_in_64k(rig: &mut Rig, iterations: usize) -> (Figures, usize) {
+    let mut bad = 0;
+    let ep = rig.bulk_in;
+    let figures = measure(iterations, || {
+        for _ in 0..iterations {
+            let id = rig.vhci.submit(Urb::bulk(ep, vec![0; BIG]));
+            let c = rig.vhci.wait(id, TIMEOUT).expect("given back");
+            bad += usize::from(c.status.is_err() || c.actual_length as usize != BIG);
+        }
+    });
+    (figures, bad)
+}
+
 /// Synchronous GET_DESCRIPTOR(DEVICE), as case 9's requests go one at a time.
 fn control_sync(rig: &mut Rig, iterations: usize) -> (Figures, usize) {
     let mut bad = 0;
@@ -360,11 +400,13 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let (runs, iterations) = if quick { (3, 30) } else { (7, 100) };
-    let cases: [(&str, Case, usize); 4] = [
+    let cases: [(&str, Case, usize); 6] = [
         ("10 control queued", ctrl_queue, SGLEN * iterations),
         ("24 queued unlink OUT", unlink_queued, SGLEN * iterations),
         ("1 bulk OUT sync", bulk_out_sync, 10 * iterations),
         ("9~ control IN sync", control_sync, 10 * iterations),
+        ("1 bulk OUT 64K sync", bulk_out_64k, 5 * iterations),
+        ("2 bulk IN 64K sync", bulk_in_64k, 5 * iterations),
     ];
     println!(
         "usbip_queue: usbtest's queued cases over a socketpair, median of {runs} runs \
@@ -401,8 +443,14 @@ fn main() {
             }
             let t = median(v.iter().map(|f| f.us).collect());
             us.push(t);
+            // MB/s (10^6 bytes, as usbtest and the guest table count) for the 64 KiB cases
+            let rate = if name.contains("64K") {
+                format!("  {:>6.0} MB/s", BIG as f64 / t)
+            } else {
+                String::new()
+            };
             println!(
-                "{name:<22} {label} {t:>7.1} us/URB  {:>6.1} us CPU/URB  {:>5.2} switches/URB{}",
+                "{name:<22} {label} {t:>7.1} us/URB  {:>6.1} us CPU/URB  {:>5.2} switches/URB{rate}{}",
                 median(v.iter().map(|f| f.cpu_us).collect()),
                 median(v.iter().map(|f| f.switches).collect()),
                 if bad > 0 {

@@ -66,9 +66,10 @@ enum Command {
         udc: UdcArgs,
         #[command(flatten)]
         usbip: usbip::UsbipArgs,
-        /// Bytes per bulk request (rounded up to whole packets).
-        #[arg(long, default_value_t = 32768)]
-        req_size: usize,
+        /// Bytes per bulk request (rounded up to whole packets) [default: 32768 on a raw
+        /// gadget node, 65536 with --usbip-*]
+        #[arg(long)]
+        req_size: Option<usize>,
         /// usbtest's `pattern` parameter: 0 zeros, 1 `(i % maxpacket) % 63`.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
         pattern: u32,
@@ -327,10 +328,15 @@ fn run_device(
 fn run_zero(
     udc: &UdcArgs,
     usbip: &usbip::UsbipArgs,
-    req_size: usize,
+    req_size: Option<usize>,
     pattern: u32,
 ) -> Result<ExitCode> {
     let pattern = Pattern::from_usbtest(pattern).context("pattern must be 0 or 1")?;
+    let req_size = req_size.unwrap_or(if usbip.enabled() {
+        rawgadget_devices::zero::IN_PROCESS_REQ_SIZE
+    } else {
+        rawgadget_devices::zero::DEFAULT_REQ_SIZE
+    });
     if req_size == 0 || req_size > 4 << 20 {
         bail!("--req-size must be between 1 and 4194304 (raw gadget's transfer limit)");
     }

@@ -53,12 +53,25 @@ pub const VENDOR_BUF_SIZE: usize = 4096;
 /// request, so that any usbtest length that is a multiple of 64 works.
 pub const INT_MAXPACKET: u16 = 64;
 
+/// Bytes per bulk request by default: 32 KiB, what the C Gadget Zero of tests/c uses on
+/// raw_gadget.ko, so that the two compare on equal terms on a device node.
+pub const DEFAULT_REQ_SIZE: usize = 32 * 1024;
+
+/// Bytes per bulk request on the in-process engine (`--usbip-attach`/`--usbip-export`): 64 KiB,
+/// the size of usbtest's throughput URBs (`testusb -s 65536`, usbfs USBDEVFS_BULK), so that
+/// each such URB meets one request and wakes its endpoint thread once instead of twice. Any
+/// size is correct for any URB length: URBs and requests are matched packet by packet
+/// (contract D8) and the pattern restarts at every packet, so a request of whole packets may
+/// span or split URBs freely.
+pub const IN_PROCESS_REQ_SIZE: usize = 64 * 1024;
+
 /// Settings of a Gadget Zero.
 #[derive(Clone, Debug)]
 pub struct ZeroConfig {
     /// The speed given to INIT; selects the packet sizes. Default HIGH.
     pub speed: Speed,
-    /// Bytes per bulk request, rounded up to whole packets. Default 32 KiB.
+    /// Bytes per bulk request, rounded up to whole packets. Default [`DEFAULT_REQ_SIZE`];
+    /// [`IN_PROCESS_REQ_SIZE`] on the in-process engine.
     pub req_size: usize,
     /// usbtest's `pattern` module parameter (default 1, [`Pattern::Mod63`]).
     pub pattern: Pattern,
@@ -68,7 +81,7 @@ impl Default for ZeroConfig {
     fn default() -> Self {
         ZeroConfig {
             speed: Speed::High,
-            req_size: 32 * 1024,
+            req_size: DEFAULT_REQ_SIZE,
             pattern: Pattern::Mod63,
         }
     }

@@ -197,6 +197,46 @@ fn gadget_zero_at_full_speed() {
     assert_eq!(stats.pattern_errors(), 0);
 }
 
+/// contract D8: with the in-process request size (64 KiB), URBs of usbtest's lengths still
+/// match the requests packet by packet: a 64 KiB URB meets one whole request, longer ones span
+/// two, shorter ones share one, and a short packet ends the sink's request early. Every byte
+/// keeps the pattern both ways.
+#[test]
+fn d8_in_process_request_size_serves_every_urb_length() {
+    let (device, stats) = gadget_zero(ZeroConfig {
+        req_size: rawgadget_devices::zero::IN_PROCESS_REQ_SIZE,
+        ..ZeroConfig::default()
+    });
+    let (mut port, _runner) = start(device, Speed::High);
+    let mut host = Host::new(HostConfig::default());
+    host.enumerate(&mut port).expect("enumeration");
+    let mut sent = 0;
+    // 100000, 1000 and 700 end in a short packet (ending a request part way), 1536 does not;
+    // the last short packet completes the request still filling, so the sink counts it all
+    for len in [65536, 100_000, 1000, 1536, 65536, 131_072, 700] {
+        let r = host.bulk_out(
+            &mut port,
+            0x02,
+            pattern(len, 512),
+            UrbFlags::default(),
+            TIMEOUT,
+        );
+        assert_eq!((r.status, r.actual), (Ok(()), len as u32), "OUT {len}");
+        sent += len as u64;
+    }
+    for len in [65536, 1024, 131_072, 65536, 512] {
+        let r = host.bulk_in(&mut port, 0x81, len, UrbFlags::default(), TIMEOUT);
+        assert_eq!(r.status, Ok(()), "IN {len}");
+        assert!(r.data == pattern(len, 512), "IN {len}: the pattern");
+    }
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stats.bytes_out.load(Ordering::Acquire) < sent && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(stats.bytes_out.load(Ordering::Acquire), sent);
+    assert_eq!(stats.pattern_errors(), 0);
+}
+
 /// usbtest case 10 (`test_ctrl_queue`) as the kernel runs it: `sglen` control URBs of its 16
 /// subcases queued at once on ep0, each resubmitted at the tail when it completes, until
 /// `sglen * iterations` have completed. usbtest's `ctrl_complete` demands FIFO completion and
