@@ -164,6 +164,17 @@ impl Rig {
             })
             .collect()
     }
+
+    /// The RET_SUBMITs written since the first `first` ones: `count` of them, in submission
+    /// order (contract D14 for ep0, U8 for bulk).
+    fn assert_ret_submits_in_order(&self, first: usize, count: usize) {
+        let seqnums = &self.ret_submit_seqnums()[first..];
+        assert_eq!(seqnums.len(), count);
+        assert!(
+            seqnums.windows(2).all(|w| w[0] < w[1]),
+            "RET_SUBMITs in submission order: {seqnums:?}"
+        );
+    }
 }
 
 impl Drop for Rig {
@@ -201,12 +212,7 @@ fn d14_queued_controls_answered_back_to_back_keep_order_and_data() {
                 "URB {value}'s data"
             );
         }
-        let seqnums = &rig.ret_submit_seqnums()[first..];
-        assert_eq!(seqnums.len(), 32);
-        assert!(
-            seqnums.windows(2).all(|w| w[0] < w[1]),
-            "RET_SUBMITs in submission order: {seqnums:?}"
-        );
+        rig.assert_ret_submits_in_order(first, 32);
     }
     assert_eq!(rig.vhci.error(), None);
 }
@@ -270,12 +276,7 @@ fn u8_queued_out_urbs_read_back_to_back_keep_order() {
                 "the reader got it"
             );
         }
-        let seqnums = &rig.ret_submit_seqnums()[first..];
-        assert_eq!(seqnums.len(), 32);
-        assert!(
-            seqnums.windows(2).all(|w| w[0] < w[1]),
-            "RET_SUBMITs in submission order: {seqnums:?}"
-        );
+        rig.assert_ret_submits_in_order(first, 32);
     }
     assert_eq!(rig.vhci.error(), None);
 }
