@@ -355,6 +355,29 @@ fn read_mem(mem: &mut dyn ClientMemory, ioctl: &IoctlIn, off: u64, buf: &mut [u8
     }
 }
 
+/// Payload bytes an EP0_WRITE or EP_WRITE on the fast path reads together with its header:
+/// enough for the descriptors and strings an ep0 answers with.
+pub const PAYLOAD_READ_AHEAD: usize = 248;
+
+/// The fast path's read of a write's header and the first [`PAYLOAD_READ_AHEAD`] payload
+/// bytes: `Some(None)` when that span faults (it may reach past the caller's buffer: only the
+/// exact reads that follow decide EFAULT, contract C11), `None` when the memory cannot be
+/// reached at all (fall back to the retry protocol).
+fn read_ahead<'b>(
+    mem: &mut dyn ClientMemory,
+    ioctl: &IoctlIn,
+    buf: &'b mut [u8],
+) -> Option<Option<&'b [u8]>> {
+    let Some(a) = addr(ioctl, 0, buf.len() as u64) else {
+        return Some(None);
+    };
+    match mem.read(a, buf) {
+        Ok(()) => Some(Some(buf)),
+        Err(MemError::Fault) => Some(None),
+        Err(MemError::Unavailable(_)) => None,
+    }
+}
+
 enum Fast<T> {
     Ok(T),
     Done(Decision),
@@ -407,18 +430,39 @@ pub fn decode_fast(ioctl: &IoctlIn, mem: &mut dyn ClientMemory) -> Option<Decisi
             )
         }
         RawIoctl::Ep0Write | RawIoctl::EpWrite | RawIoctl::Ep0Read | RawIoctl::EpRead => {
-            let mut h = [0u8; 8];
-            fast!(read_mem(mem, ioctl, 0, &mut h));
-            let io = io_header(&h);
-            // raw_alloc_io_data: header checks before the payload is touched
+            let write = matches!(kind, RawIoctl::Ep0Write | RawIoctl::EpWrite);
+            // a write's header and the start of its payload in one read (one
+            // `process_vm_readv` instead of two for every ep0 answer); `None` when that span
+            // is not all mapped, then the header alone, as the module reads it
+            let mut ahead = [0u8; 8 + PAYLOAD_READ_AHEAD];
+            let ahead = if write {
+                read_ahead(mem, ioctl, &mut ahead)?
+            } else {
+                None
+            };
+            let io = match ahead {
+                Some(b) => io_header(&b[..8]),
+                None => {
+                    let mut h = [0u8; 8];
+                    fast!(read_mem(mem, ioctl, 0, &mut h));
+                    io_header(&h)
+                }
+            };
+            // raw_alloc_io_data: header checks before the payload is used
             if let Err(e) = validate_io_header(&io) {
                 return Some(Decision::Fail(e));
             }
-            let write = matches!(kind, RawIoctl::Ep0Write | RawIoctl::EpWrite);
             let data = if write {
-                let mut payload = vec![0u8; io.length as usize];
-                fast!(read_mem(mem, ioctl, 8, &mut payload));
-                payload
+                match ahead {
+                    Some(b) if io.length as usize <= PAYLOAD_READ_AHEAD => {
+                        b[8..8 + io.length as usize].to_vec()
+                    }
+                    _ => {
+                        let mut payload = vec![0u8; io.length as usize];
+                        fast!(read_mem(mem, ioctl, 8, &mut payload));
+                        payload
+                    }
+                }
             } else {
                 // the copy-out target must be addressable for the result to land
                 if addr(ioctl, 8, u64::from(io.length)).is_none() {
@@ -802,7 +846,28 @@ mod tests {
                     decode_fast(&round(cmd, ARG, 0, 0), &mut mem),
                     Some(Decision::Fail(Errno::EINVAL))
                 );
-                assert_eq!(mem.reads, 1, "only the header is read");
+                // a write's read-ahead faults over the unmapped payload, which must not be
+                // EFAULT: the header alone is read next, and decides
+                let write = matches!(cmd, USB_RAW_IOCTL_EP0_WRITE | USB_RAW_IOCTL_EP_WRITE);
+                assert_eq!(
+                    mem.reads,
+                    if write { 2 } else { 1 },
+                    "only the header is read"
+                );
+                // with the payload mapped, a write's read-ahead is the only read
+                let mut mapped = h.clone();
+                mapped.resize(8 + PAYLOAD_READ_AHEAD, 0);
+                let mut mem = Mem {
+                    base: ARG,
+                    bytes: mapped,
+                    unavailable: false,
+                    reads: 0,
+                };
+                assert_eq!(
+                    decode_fast(&round(cmd, ARG, 0, 0), &mut mem),
+                    Some(Decision::Fail(Errno::EINVAL))
+                );
+                assert_eq!(mem.reads, 1);
             }
         }
     }
@@ -888,7 +953,53 @@ mod tests {
                 }
             )
         );
-        assert_eq!(mem.reads, 2);
+        // the read-ahead faulted past the 12 mapped bytes: header, then payload
+        assert_eq!(mem.reads, 3);
+    }
+
+    /// contract C11: an ep0 answer's header and payload in one read when the caller's buffer
+    /// has room (the C gadget's `struct rg_io`); a payload longer than the read-ahead is read
+    /// whole after it; the data is the caller's either way.
+    #[test]
+    fn c11_fast_path_reads_a_short_write_in_one_read() {
+        for (len, reads) in [
+            (18usize, 1),
+            (PAYLOAD_READ_AHEAD, 1),
+            (PAYLOAD_READ_AHEAD + 1, 2),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let mut bytes = io(0, 0, len as u32);
+            bytes.extend_from_slice(&payload);
+            bytes.resize(8 + len.max(PAYLOAD_READ_AHEAD) + 64, 0xee);
+            let mut mem = Mem {
+                base: ARG,
+                bytes,
+                unavailable: false,
+                reads: 0,
+            };
+            let (d, path) = decode(
+                &round(USB_RAW_IOCTL_EP0_WRITE, ARG, 0, 0),
+                &[],
+                Some(&mut mem),
+            );
+            assert_eq!(path, Path::Fast);
+            assert_eq!(
+                d,
+                run(
+                    RawIoctl::Ep0Write,
+                    ClientOp::Ep0Write {
+                        io: UsbRawEpIo {
+                            ep: 0,
+                            flags: 0,
+                            length: len as u32
+                        },
+                        data: payload
+                    }
+                ),
+                "length {len}"
+            );
+            assert_eq!(mem.reads, reads, "length {len}");
+        }
     }
 
     /// contract C11: a fault is EFAULT (header or payload); unreachable memory falls back to
