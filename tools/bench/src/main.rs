@@ -791,14 +791,20 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
         let has = |s: &str| c.cells.keys().any(|(sub, _)| sub == s);
         if has(base) && has(x) {
             let (t, matches, fast) = report::comparison(c, base, x);
-            sections.push_str(&format!(
-                "\n### ({x}) against ({base}): pass/errno {}, speed {}\n\n{t}",
-                if matches { "matches" } else { "DIFFERS" },
-                if fast {
-                    "no worse than the C reference"
-                } else {
-                    "SLOWER than the C reference on some case"
+            // The C reference is raw_gadget.ko on dummy_hcd ((b-C) of this run, or
+            // real-kernel-bench.md's figures): a speed target for (b) against (a) only (issue 4).
+            // Other pairs run on other hosts (usbip-vudc's jiffies timer, O4; vhci): their
+            // ratios are shown beside dummy_hcd's for information, not judged.
+            let speed = match (base == substrate::A && x == substrate::B, fast) {
+                (true, true) => "no worse than the C reference",
+                (true, false) => "SLOWER than the C reference on some case",
+                (false, _) => {
+                    "shown beside the dummy_hcd C reference, not judged (another host side)"
                 }
+            };
+            sections.push_str(&format!(
+                "\n### ({x}) against ({base}): pass/errno {}, speed {speed}\n\n{t}",
+                if matches { "matches" } else { "DIFFERS" },
             ));
             // Issue 4 gates (b) against (a); issue 5 gates (c) against (b′): (c) must pass every
             // case (b′) passes. The vudc pair and (c) against (a) are shown for information.
