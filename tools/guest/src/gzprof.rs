@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rawgadget_uapi as uapi;
 use serde::{Deserialize, Serialize};
 
-use crate::cuse::profile::{parse, Counters};
+use crate::cuse::profile::{parse, read, Counters};
 
 /// Where the guest's strace is, when the initramfs has it.
 pub const STRACE: &str = "/usr/bin/strace";
@@ -37,12 +37,8 @@ pub struct Tasks {
     process_ticks: u64,
 }
 
-fn read(path: &str) -> String {
-    fs::read_to_string(path).unwrap_or_default()
-}
-
 /// utime + stime (fields 14 and 15 of stat(5)) in clock ticks.
-fn stat_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn stat_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)

@@ -390,12 +390,8 @@ pub(crate) fn wait_new_device(taken: &[UsbDevice]) -> Result<UsbDevice> {
 
 /// CPU time (user + system) of process `pid` so far, from `/proc/PID/stat`.
 fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the fields after the command name, which is in parentheses and may hold spaces
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks =
+        crate::gzprof::stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     // USER_HZ: the unit of /proc's clock ticks, fixed at 100 by the Linux ABI on x86
     let hz = 100;
     Some(Duration::from_millis(ticks * 1000 / hz))

@@ -86,7 +86,8 @@ pub struct Snapshot {
     roles: BTreeMap<&'static str, Counters>,
 }
 
-fn read(path: &str) -> String {
+/// A /proc file's text, empty when it is gone (the thread or process ended).
+pub(crate) fn read(path: &str) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
