@@ -964,7 +964,7 @@ fn write_outputs(
              - Date: {date}\n- Accelerator: {accel}\n- Guest kernel: Debian {kernel}; raw_gadget.ko from linux-source-6.12 {src}\n\
              - dummy_hcd.ko: {dummy_hcd}\n\
              - Host load average at the end (1/5/15 min): {load}\n\
-             - usbtest: {runs} runs per case ((b) and (b-C): at least 10, paired); {counts}; pattern=1; median (min–max) of usbtest's own duration in seconds, or the errno\n\
+             - usbtest: {runs} runs per case ((b) and (b-C): at least 10, paired); {counts}; {scaled}; pattern=1; median (min–max) of usbtest's own duration in seconds, or the errno\n\
              - Case parameters (real-kernel-bench.md): size 1024, sglen 32; cases 3, 4, 7, 8 vary 421; 14 size 256 vary 8; \
              21 size 128 vary 8; 25, 26 size 64; iso cases 15, 16, 22, 23 with usbtest alt=1, size 1024, 8 URBs queued\n\n\
              {md}\n### Phases of this run (seconds)\n\n| phase | s |\n|---|---|\n{phases_md}",
@@ -975,6 +975,7 @@ fn write_outputs(
             load = host::loadavg(),
             runs = opts.runs,
             counts = report::counts_line(c),
+            scaled = rawgadget_bench_guest::usbtest::SCALED_CASES,
         );
         fs::write(&doc, body).with_context(|| format!("writing {}", doc.display()))?;
         eprintln!("bench: wrote {}", doc.display());

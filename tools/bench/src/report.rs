@@ -9,7 +9,9 @@ use rawgadget_bench_guest::cuse;
 use rawgadget_bench_guest::host::{compare, Difference};
 use rawgadget_bench_guest::record::{substrate, HostStep, Record, RunOutcome, SubstrateState};
 use rawgadget_bench_guest::usbip_proof::{classify, B_PRIME_VS_C, B_VS_C};
-use rawgadget_bench_guest::usbtest::{self, CaseParams, ISO_CASES, MATRIX_CASES, NOISE_CASES};
+use rawgadget_bench_guest::usbtest::{
+    self, count_scale, CaseParams, ISO_CASES, MATRIX_CASES, NOISE_CASES,
+};
 
 /// Parses the result channel; lines that are not records (a truncated last line after a timeout)
 /// are skipped.
@@ -412,7 +414,8 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "—".into())
 }
 
-/// Header lines describing the counts of each substrate.
+/// Header lines describing the counts of each substrate: the scenario's count, which the short
+/// cases multiply ([`count_scale`]).
 pub fn counts_line(c: &Collected) -> String {
     let mut parts = Vec::new();
     for (sub, label) in COLUMNS {
@@ -420,7 +423,7 @@ pub fn counts_line(c: &Collected) -> String {
             .params
             .iter()
             .filter(|((s, _), _)| s == sub)
-            .map(|(_, p)| p.iterations)
+            .map(|((_, case), p)| p.iterations / count_scale(*case).max(1))
             .collect();
         if let Some(n) = it.first() {
             parts.push(format!(

@@ -408,7 +408,7 @@ fn interleaved_matrix(p: &Params, rep: &Reporter, sides: &mut [Side]) {
                 usbtest::case_name(case),
                 summary.join(" ")
             );
-            let iterations = f64::from(count) * o.len() as f64;
+            let iterations = f64::from(params.iterations) * o.len() as f64;
             note(
                 rep,
                 profiles[i].line(
