@@ -761,8 +761,11 @@ fn floor_and_throughput(c: &Collected) -> String {
             s.push_str(&format!("- {line}\n"));
         }
     }
-    if let Some(t) = report::gadget_profile_table(c) {
+    if let Some(t) = report::gadget_profile_table(c, report::ProfileSet::RawGadgetPair) {
         s.push_str(&format!("\n### (b) and (b-C) per usbtest iteration (gzprof: /proc over the timed runs, ioctls of one strace'd run)\n\n{t}"));
+    }
+    if let Some(t) = report::gadget_profile_table(c, report::ProfileSet::UsbipDaemons) {
+        s.push_str(&format!("\n### (c) and (n) per usbtest iteration (gzprof: /proc over the timed runs, system calls of one strace'd run)\n\n{t}"));
     }
     if let Some((t, verdicts)) = report::usbip_targets(c) {
         let count =
@@ -824,7 +827,12 @@ fn print_summary(runs: &[ScenarioRun], c: &Collected) -> (String, bool) {
         ));
         functional_ok &= ok;
     }
-    if let Some(t) = report::gadget_profile_table(c) {
+    if let Some(t) = report::gadget_profile_table(c, report::ProfileSet::UsbipDaemons) {
+        sections.push_str(&format!(
+            "\n### (c) and its null floor (n) per usbtest iteration: what each USB/IP daemon did (issue 5; /proc over the timed runs, system calls from one strace'd run after them; (c)'s main thread is the Gadget Zero's ep0 loop)\n\n{t}"
+        ));
+    }
+    if let Some(t) = report::gadget_profile_table(c, report::ProfileSet::RawGadgetPair) {
         sections.push_str(&format!(
             "\n### (b) and (b-C) per usbtest iteration: what each Gadget Zero did (issue 4; /proc over the timed runs, raw gadget ioctls from one strace'd run after them)\n\n{t}"
         ));

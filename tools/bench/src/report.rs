@@ -756,25 +756,74 @@ pub fn throughput_table(c: &Collected) -> Option<String> {
     Some(s)
 }
 
-/// What (b) and (b-C) did per usbtest iteration, case by case (issue 4): sleeps and CPU from
-/// /proc over the timed runs (the main thread, which answers ep0, in parentheses), time spent
-/// runnable but waiting for a CPU, and the raw gadget ioctls of one traced run. `None` without
-/// profile records.
-pub fn gadget_profile_table(c: &Collected) -> Option<String> {
-    if c.profiles.is_empty() {
+/// Which processes a profile table covers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProfileSet {
+    /// (b) and (b-C), the two Gadget Zeros on raw_gadget.ko (issue 4): columns for the raw
+    /// gadget ioctls.
+    RawGadgetPair,
+    /// (c) and its null floor (n) on vhci (issue 5): columns for the socket and futex calls.
+    UsbipDaemons,
+}
+
+impl ProfileSet {
+    fn has(self, substrate: &str) -> bool {
+        match self {
+            ProfileSet::RawGadgetPair => substrate == substrate::B || substrate == substrate::B_C,
+            ProfileSet::UsbipDaemons => {
+                substrate == substrate::C_WITH_N || substrate == substrate::N
+            }
+        }
+    }
+
+    /// The traced columns: header and the system calls each sums.
+    fn columns(self) -> &'static [(&'static str, &'static [&'static str])] {
+        match self {
+            ProfileSet::RawGadgetPair => &[
+                ("EP_READ + EP_WRITE", &["ioctl EP_READ", "ioctl EP_WRITE"]),
+                ("EVENT_FETCH", &["ioctl EVENT_FETCH"]),
+                (
+                    "EP0_READ + EP0_WRITE + EP0_STALL",
+                    &["ioctl EP0_READ", "ioctl EP0_WRITE", "ioctl EP0_STALL"],
+                ),
+            ],
+            ProfileSet::UsbipDaemons => &[
+                ("socket writes", &["sendto", "sendmsg", "write", "writev"]),
+                ("socket reads", &["recvfrom", "recvmsg", "read", "readv"]),
+                ("futex", &["futex"]),
+            ],
+        }
+    }
+}
+
+/// What each process did per usbtest iteration, case by case: sleeps and CPU from /proc over
+/// the timed runs (the main thread, which answers ep0 in every Gadget Zero, in parentheses),
+/// time spent runnable but waiting for a CPU, and the system calls of one traced run. `None`
+/// without profile records of `set`.
+pub fn gadget_profile_table(c: &Collected, set: ProfileSet) -> Option<String> {
+    let mut rows: Vec<&rawgadget_bench_guest::gzprof::GadgetProfile> = c
+        .profiles
+        .iter()
+        .filter(|p| set.has(&p.substrate))
+        .collect();
+    if rows.is_empty() {
         return None;
     }
+    let columns = set.columns();
     let mut s = String::from(
-        "| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs | EP_READ + EP_WRITE | EVENT_FETCH | EP0_READ + EP0_WRITE + EP0_STALL | other system calls |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs |",
     );
-    let mut rows: Vec<&rawgadget_bench_guest::gzprof::GadgetProfile> = c.profiles.iter().collect();
+    for (head, _) in columns {
+        let _ = write!(s, " {head} |");
+    }
+    let _ = writeln!(s, " other system calls |");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|{}---|",
+        "---|".repeat(columns.len())
+    );
     rows.sort_by(|a, b| (a.case, &a.substrate).cmp(&(b.case, &b.substrate)));
     for p in rows {
-        let sum = |keys: &[&str]| -> f64 {
-            keys.iter()
-                .filter_map(|k| p.syscalls.get(&format!("ioctl {k}")))
-                .fold(0.0, |a, v| a + v)
-        };
         let traced = |v: f64| {
             if p.traced_iterations == 0 {
                 "—".to_string()
@@ -782,14 +831,20 @@ pub fn gadget_profile_table(c: &Collected) -> Option<String> {
                 format!("{v:.2}")
             }
         };
+        let counted: Vec<&str> = columns
+            .iter()
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
         let other: f64 = p
             .syscalls
             .iter()
-            .filter(|(k, _)| !k.starts_with("ioctl ") && !k.starts_with('='))
+            .filter(|(k, _)| {
+                !counted.contains(&k.as_str()) && !k.starts_with("ioctl ") && !k.starts_with('=')
+            })
             .fold(0.0, |a, (_, v)| a + v);
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "| {} | ({}) | {:.2} ({:.2}) | {:.2} | {:.0} ({:.0}) | {:.0} | {} | {} | {} | {} |",
+            "| {} | ({}) | {:.2} ({:.2}) | {:.2} | {:.0} ({:.0}) | {:.0} |",
             p.case,
             p.substrate,
             p.sleeps,
@@ -798,11 +853,15 @@ pub fn gadget_profile_table(c: &Collected) -> Option<String> {
             p.cpu_us,
             p.main_cpu_us,
             p.runnable_wait_us,
-            traced(sum(&["EP_READ", "EP_WRITE"])),
-            traced(sum(&["EVENT_FETCH"])),
-            traced(sum(&["EP0_READ", "EP0_WRITE", "EP0_STALL"])),
-            traced(other),
         );
+        for (_, keys) in columns {
+            let v = keys
+                .iter()
+                .filter_map(|k| p.syscalls.get(*k))
+                .fold(0.0, |a, v| a + v);
+            let _ = write!(s, " {} |", traced(v));
+        }
+        let _ = writeln!(s, " {} |", traced(other));
     }
     Some(s)
 }
@@ -1478,7 +1537,7 @@ mod tests {
         let bc = GadgetProfile::new("b-c", 1, 100, &cost);
         let mut c = Collected::default();
         c.add(&[Record::GadgetProfile(b), Record::GadgetProfile(bc)]);
-        let t = gadget_profile_table(&c).unwrap();
+        let t = gadget_profile_table(&c, ProfileSet::RawGadgetPair).unwrap();
         let rows: Vec<&str> = t.lines().skip(2).collect();
         assert_eq!(rows.len(), 2, "{t}");
         assert!(rows[0].starts_with("| 1 | (b-c) | 1.06 (0.00) |"), "{t}");
@@ -1486,7 +1545,32 @@ mod tests {
         assert!(rows[1].starts_with("| 3 | (b) |"), "{t}");
         assert!(rows[1].contains("| 1200 (0) |"), "{t}");
         assert!(rows[1].ends_with("| 1.01 | 0.00 | 0.00 | 0.15 |"), "{t}");
-        assert_eq!(gadget_profile_table(&Collected::default()), None);
+        assert_eq!(
+            gadget_profile_table(&Collected::default(), ProfileSet::RawGadgetPair),
+            None
+        );
+        // the daemons' table takes only (c) and (n), with socket and futex columns
+        assert_eq!(gadget_profile_table(&c, ProfileSet::UsbipDaemons), None);
+        let mut cn = GadgetProfile::new("c+n", 10, 100, &cost);
+        cn.traced_iterations = 100;
+        cn.syscalls = [
+            ("sendto".to_string(), 2.5),
+            ("recvfrom".to_string(), 1.75),
+            ("futex".to_string(), 8.5),
+            ("mmap".to_string(), 0.25),
+        ]
+        .into_iter()
+        .collect();
+        c.add(&[Record::GadgetProfile(cn)]);
+        let t = gadget_profile_table(&c, ProfileSet::UsbipDaemons).unwrap();
+        assert!(t.starts_with("| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs | socket writes | socket reads | futex | other system calls |"), "{t}");
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 1, "{t}");
+        assert!(rows[0].starts_with("| 10 | (c+n) |"), "{t}");
+        assert!(rows[0].ends_with("| 2.50 | 1.75 | 8.50 | 0.25 |"), "{t}");
+        // and the pair's table still leaves it out
+        let t = gadget_profile_table(&c, ProfileSet::RawGadgetPair).unwrap();
+        assert!(!t.contains("(c+n)"), "{t}");
     }
 
     #[test]

@@ -535,10 +535,15 @@ pub(crate) fn interleaved_matrix(
     let mut lost: Vec<Option<u32>> = vec![None; subs.len()];
     let mut alive = vec![true; subs.len()];
     let mut profiles = Vec::new();
-    // The Gadget Zero pair of usbtest-dummy (issue 4): what each process does per iteration.
-    let profile = subs
+    // The Gadget Zero pair of usbtest-dummy (issue 4), and (c) beside its null floor (issue
+    // 5): what each process does per iteration.
+    let pair = subs
         .iter()
         .all(|(s, _, _)| *s == substrate::B || *s == substrate::B_C);
+    let profile = pair
+        || subs
+            .iter()
+            .all(|(s, _, _)| *s == substrate::C_WITH_N || *s == substrate::N);
     for &case in &p.cases {
         let params = usbtest::case_params(case, p.count);
         let mut outcomes: Vec<Vec<RunOutcome>> = vec![Vec::new(); subs.len()];
@@ -547,7 +552,7 @@ pub(crate) fn interleaved_matrix(
         let mut timed = vec![0u64; subs.len()];
         // per device: CPU ns it used during the others' runs, and their wall time
         let mut idle = vec![(0u64, Duration::ZERO); subs.len()];
-        let runs = if profile && !matches!(case, 11 | 12) {
+        let runs = if pair && !matches!(case, 11 | 12) {
             p.runs.max(PAIR_RUNS)
         } else {
             p.runs
