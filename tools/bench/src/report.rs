@@ -798,7 +798,8 @@ impl ProfileSet {
 
 /// What each process did per usbtest iteration, case by case: sleeps and CPU from /proc over
 /// the timed runs (the main thread, which answers ep0 in every Gadget Zero, in parentheses),
-/// time spent runnable but waiting for a CPU, and the system calls of one traced run. `None`
+/// the user-space part of the CPU (stat's utime, 10 ms ticks: where the programs' own code
+/// runs, the kernel's part being the same driver's), time spent runnable but waiting for a CPU, and the system calls of one traced run. `None`
 /// without profile records of `set`.
 pub fn gadget_profile_table(c: &Collected, set: ProfileSet) -> Option<String> {
     let mut rows: Vec<&rawgadget_bench_guest::gzprof::GadgetProfile> = c
@@ -811,7 +812,7 @@ pub fn gadget_profile_table(c: &Collected, set: ProfileSet) -> Option<String> {
     }
     let columns = set.columns();
     let mut s = String::from(
-        "| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs |",
+        "| case | substrate | sleeps (main) | preempted | CPU µs (main) | user-space µs | runnable-waiting µs |",
     );
     for (head, _) in columns {
         let _ = write!(s, " {head} |");
@@ -844,7 +845,7 @@ pub fn gadget_profile_table(c: &Collected, set: ProfileSet) -> Option<String> {
             .fold(0.0, |a, (_, v)| a + v);
         let _ = write!(
             s,
-            "| {} | ({}) | {:.2} ({:.2}) | {:.2} | {:.0} ({:.0}) | {:.0} |",
+            "| {} | ({}) | {:.2} ({:.2}) | {:.2} | {:.0} ({:.0}) | {:.0} | {:.0} |",
             p.case,
             p.substrate,
             p.sleeps,
@@ -852,6 +853,7 @@ pub fn gadget_profile_table(c: &Collected, set: ProfileSet) -> Option<String> {
             p.preempted,
             p.cpu_us,
             p.main_cpu_us,
+            p.stat_user_us,
             p.runnable_wait_us,
         );
         for (_, keys) in columns {
@@ -1524,6 +1526,8 @@ mod tests {
         let cost = Cost {
             sleeps: 106,
             cpu_ns: 120_000_000,
+            process_ticks: 10,
+            user_ticks: 3,
             ..Cost::default()
         };
         let mut b = GadgetProfile::new("b", 3, 100, &cost);
@@ -1543,7 +1547,7 @@ mod tests {
         assert!(rows[0].starts_with("| 1 | (b-c) | 1.06 (0.00) |"), "{t}");
         assert!(rows[0].ends_with("| — | — | — | — |"), "untraced: {t}");
         assert!(rows[1].starts_with("| 3 | (b) |"), "{t}");
-        assert!(rows[1].contains("| 1200 (0) |"), "{t}");
+        assert!(rows[1].contains("| 1200 (0) | 300 |"), "{t}");
         assert!(rows[1].ends_with("| 1.01 | 0.00 | 0.00 | 0.15 |"), "{t}");
         assert_eq!(
             gadget_profile_table(&Collected::default(), ProfileSet::RawGadgetPair),
@@ -1563,7 +1567,7 @@ mod tests {
         .collect();
         c.add(&[Record::GadgetProfile(cn)]);
         let t = gadget_profile_table(&c, ProfileSet::UsbipDaemons).unwrap();
-        assert!(t.starts_with("| case | substrate | sleeps (main) | preempted | CPU µs (main) | runnable-waiting µs | socket writes | socket reads | futex | other system calls |"), "{t}");
+        assert!(t.starts_with("| case | substrate | sleeps (main) | preempted | CPU µs (main) | user-space µs | runnable-waiting µs | socket writes | socket reads | futex | other system calls |"), "{t}");
         let rows: Vec<&str> = t.lines().skip(2).collect();
         assert_eq!(rows.len(), 1, "{t}");
         assert!(rows[0].starts_with("| 10 | (c+n) |"), "{t}");

@@ -35,13 +35,20 @@ pub struct Tasks {
     threads: BTreeMap<u32, Counters>,
     /// utime + stime of the whole process (dead threads included), in clock ticks.
     process_ticks: u64,
+    /// utime alone.
+    user_ticks: u64,
 }
 
 /// utime + stime (fields 14 and 15 of stat(5)) in clock ticks.
 pub(crate) fn stat_ticks(stat: &str) -> Option<u64> {
+    stat_user_sys(stat).map(|(u, s)| u + s)
+}
+
+/// utime and stime (fields 14 and 15 of stat(5)) in clock ticks: user space and kernel.
+pub(crate) fn stat_user_sys(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
 
 impl Tasks {
@@ -58,10 +65,12 @@ impl Tasks {
                 threads.insert(tid, c);
             }
         }
+        let (user, sys) = stat_user_sys(&read(&format!("/proc/{pid}/stat"))).unwrap_or((0, 0));
         Tasks {
             pid,
             threads,
-            process_ticks: stat_ticks(&read(&format!("/proc/{pid}/stat"))).unwrap_or(0),
+            process_ticks: user + sys,
+            user_ticks: user,
         }
     }
 
@@ -69,6 +78,7 @@ impl Tasks {
     pub fn since(&self, before: &Tasks) -> Cost {
         let mut c = Cost {
             process_ticks: self.process_ticks.saturating_sub(before.process_ticks),
+            user_ticks: self.user_ticks.saturating_sub(before.user_ticks),
             ..Cost::default()
         };
         for (tid, now) in &self.threads {
@@ -101,6 +111,8 @@ pub struct Cost {
     pub cpu_ns: u64,
     pub wait_ns: u64,
     pub process_ticks: u64,
+    /// The user-space share of `process_ticks` (the rest is kernel time).
+    pub user_ticks: u64,
     pub new_threads: u64,
     /// The main thread's share (the ep0 event loop in both Gadget Zeros).
     pub main_sleeps: u64,
@@ -116,6 +128,7 @@ impl Cost {
         self.cpu_ns += o.cpu_ns;
         self.wait_ns += o.wait_ns;
         self.process_ticks += o.process_ticks;
+        self.user_ticks += o.user_ticks;
         self.new_threads += o.new_threads;
         self.main_sleeps += o.main_sleeps;
         self.main_cpu_ns += o.main_cpu_ns;
@@ -136,6 +149,10 @@ pub struct GadgetProfile {
     pub runnable_wait_us: f64,
     /// utime + stime from `/proc/PID/stat` (10 ms ticks: coarse, but counts exited threads).
     pub stat_cpu_us: f64,
+    /// The utime share of `stat_cpu_us`: user space, where the two Gadget Zeros' own code
+    /// runs (stime is the kernel's, the same driver for both).
+    #[serde(default)]
+    pub stat_user_us: f64,
     /// Threads started per iteration (endpoint threads restarted by SET_INTERFACE).
     pub new_threads: f64,
     /// The main (ep0) thread's share of `sleeps` and `cpu_us`.
@@ -172,6 +189,7 @@ impl GadgetProfile {
             runnable_wait_us: c.wait_ns as f64 / 1e3 / per,
             // USER_HZ is 100 on x86.
             stat_cpu_us: c.process_ticks as f64 * 10_000.0 / per,
+            stat_user_us: c.user_ticks as f64 * 10_000.0 / per,
             new_threads: c.new_threads as f64 / per,
             main_sleeps: c.main_sleeps as f64 / per,
             main_cpu_us: c.main_cpu_ns as f64 / 1e3 / per,
@@ -191,7 +209,7 @@ impl GadgetProfile {
             .collect();
         format!(
             "({}) case {} per iteration: {:.2} sleeps ({:.2} main), {:.2} preempted, cpu {:.0} µs \
-             ({:.0} main, stat {:.0}), runnable-waiting {:.0} µs, {:.3} new threads; idle cpu \
+             ({:.0} main, stat {:.0} of which user {:.0}), runnable-waiting {:.0} µs, {:.3} new threads; idle cpu \
              {:.1}%; traced: [{}]{}",
             self.substrate,
             self.case,
@@ -201,6 +219,7 @@ impl GadgetProfile {
             self.cpu_us,
             self.main_cpu_us,
             self.stat_cpu_us,
+            self.stat_user_us,
             self.runnable_wait_us,
             self.new_threads,
             self.idle_cpu_percent,
@@ -377,16 +396,24 @@ mod tests {
             pid: 1,
             threads: [(1, c(10)), (2, c(5))].into_iter().collect(),
             process_ticks: 3,
+            user_ticks: 1,
         };
         let after = Tasks {
             pid: 1,
             threads: [(1, c(12)), (3, c(7))].into_iter().collect(),
             process_ticks: 5,
+            user_ticks: 2,
         };
         let d = after.since(&before);
         assert_eq!(
-            (d.sleeps, d.cpu_ns, d.new_threads, d.process_ticks),
-            (9, 9000, 1, 2)
+            (
+                d.sleeps,
+                d.cpu_ns,
+                d.new_threads,
+                d.process_ticks,
+                d.user_ticks
+            ),
+            (9, 9000, 1, 2, 1)
         );
         assert_eq!((d.main_sleeps, d.main_cpu_ns), (2, 2000));
     }
@@ -395,5 +422,6 @@ mod tests {
     fn stat_ticks_skip_the_command_name() {
         let stat = "42 (ep 0x81) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 3 0";
         assert_eq!(stat_ticks(stat), Some(10));
+        assert_eq!(stat_user_sys(stat), Some((7, 3)));
     }
 }
