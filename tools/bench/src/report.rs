@@ -1401,7 +1401,10 @@ mod tests {
         let get = |case| k.iter().find(|k| k.case == case).unwrap().clone();
         assert_eq!(get(1).speed, "ok");
         assert!((get(1).c_ratio.unwrap() - 4.0).abs() < 1e-9);
-        assert_eq!(get(2).speed, "SLOWER (in 5 of 5 pairs, sign test p = 0.031)");
+        assert_eq!(
+            get(2).speed,
+            "SLOWER (in 5 of 5 pairs, sign test p = 0.031)"
+        );
         assert!(comparison(&c, "a", "b").0.contains("(b-C)/(a), same boot"));
         // Other pairs keep the reference figures.
         assert!(!comparison(&c, "b-c", "b").0.contains("same boot"));
