@@ -50,6 +50,12 @@ use rawgadget_usbip::{
     USBIP_HEADER_LEN, USBIP_ISO_PACKET_LEN,
 };
 
+/// The link's maps are keyed by seqnums and URB ids, looked up twice per URB: SipHash (std's
+/// default) was a fifth of the reader thread's instructions. foldhash is seeded per process,
+/// and the maps are bounded by the byte and URB budgets, so a peer that picks colliding
+/// seqnums slows only its own device.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// `USBIP_URB_SHORT_NOT_OK` (`include/uapi/linux/usbip.h`).
 pub const USBIP_URB_SHORT_NOT_OK: u32 = 0x0001;
 /// `USBIP_URB_ZERO_PACKET`.
@@ -192,13 +198,13 @@ pub struct LinkStats {
 pub struct Link {
     config: LinkConfig,
     decoder: DeviceDecoder,
-    in_flight: HashMap<u32, InFlight>,
-    by_urb: HashMap<UrbId, u32>,
+    in_flight: Map<u32, InFlight>,
+    by_urb: Map<UrbId, u32>,
     in_flight_bytes: u64,
     /// The newest CMD_SUBMIT seqnum seen (vhci counts up, `vhci_hcd.c`, `atomic_inc_return`).
     newest_seqnum: Option<u32>,
     /// CMD_UNLINKs whose target has not arrived yet, by target seqnum.
-    early_unlinks: HashMap<u32, CmdUnlinkRepr>,
+    early_unlinks: Map<u32, CmdUnlinkRepr>,
     out: Vec<u8>,
     request: Option<OpRequest>,
     closed: bool,
@@ -223,11 +229,11 @@ impl Link {
         Link {
             config,
             decoder,
-            in_flight: HashMap::new(),
-            by_urb: HashMap::new(),
+            in_flight: Map::default(),
+            by_urb: Map::default(),
             in_flight_bytes: 0,
             newest_seqnum: None,
-            early_unlinks: HashMap::new(),
+            early_unlinks: Map::default(),
             out: Vec::new(),
             request: None,
             closed: false,
