@@ -116,12 +116,25 @@ impl InProcess {
             ClientOp::EpRead { io, .. } => Next::OutUrb(EpId::Ep(io.ep)),
             _ => Next::Nothing,
         };
+        let fetch = matches!(op, ClientOp::EventFetch { .. });
         let mut bus = self.shared.lock();
         let before = flush.watch(&bus);
+        let results_before = bus.completions_queued();
         let r = match bus.client(op) {
             Outcome::Done(r) => Ok(r),
             Outcome::Pending(id) => bus.take_completion(id).ok_or(id),
         };
+        // An EVENT_FETCH that found its event queued gave nothing back to the host, finished
+        // no one's operation and changed nothing the waiters watch: there is nothing to
+        // collect, write or wake (half of the ep0 thread's operations under usbtest case 10).
+        // Replies left behind leave with the answer to this event, as `owing` would have it.
+        if fetch
+            && r.is_ok()
+            && bus.completions_queued() == results_before
+            && flush.watch(&bus) == before
+        {
+            return r;
+        }
         // this thread has its next job already (the next SETUP to answer, contract D14, or
         // the next OUT URB to read): its replies leave together with the next ones
         // (`rawgadget_usbip_udc::driver`, "Write-behind"); never before blocking
