@@ -576,17 +576,28 @@ impl Controller {
         for ep in &mut self.eps {
             ep.already_seen = false;
         }
+        // `already_seen` by URB address, to pass over the URBs queued behind an endpoint's
+        // head without resolving their endpoint again: usbtest case 10 keeps 32 control URBs
+        // on ep0, and the walk ran on every submit and every ep0 request. Endpoints do not
+        // change during a walk, so a set bit means `find_endpoint` found the endpoint before.
+        let mut seen: u32 = 0;
         'restart: loop {
             let mut i = 0;
             while i < self.urbs.len() {
+                let address = self.urbs[i].endpoint;
+                let bit = seen_bit(address);
                 // contract D26: an unlinked URB goes back with its unlink status
                 if self.urbs[i].unlinked.is_some() {
                     self.giveback_urb(i, Ok(()));
                     continue 'restart;
                 }
+                if seen & bit != 0 {
+                    i += 1;
+                    continue;
+                }
                 // contract D24: no endpoint (not enabled, port not active) is EPROTO
-                let Some(k) = self.find_endpoint(self.urbs[i].endpoint) else {
-                    tracing::debug!(ep = self.urbs[i].endpoint, "no endpoint for URB: EPROTO");
+                let Some(k) = self.find_endpoint(address) else {
+                    tracing::debug!(ep = address, "no endpoint for URB: EPROTO");
                     self.giveback_urb(i, Err(Errno::EPROTO));
                     continue 'restart;
                 };
@@ -596,6 +607,14 @@ impl Controller {
                     continue;
                 }
                 self.eps[k].already_seen = true;
+                seen |= bit;
+                // forgets that endpoint `k` (URB address `address`) was seen
+                macro_rules! unsee {
+                    ($k:expr) => {{
+                        self.eps[$k].already_seen = false;
+                        seen &= !bit;
+                    }};
+                }
                 if k == 0 && self.urbs[i].new_control {
                     self.eps[0].setup_stage = true;
                     self.urbs[i].new_control = false;
@@ -603,7 +622,7 @@ impl Controller {
                 // contract D25, D17: a halted endpoint fails its URBs; a new SETUP is exempt
                 if self.eps[k].halted && !self.eps[k].setup_stage {
                     self.giveback_urb(i, Err(Errno::EPIPE));
-                    self.eps[k].already_seen = false;
+                    unsee!(k);
                     self.eps[k].setup_stage = false;
                     continue 'restart;
                 }
@@ -613,7 +632,7 @@ impl Controller {
                         tracing::debug!("stale ep0 request: EOVERFLOW");
                         self.gadget_out
                             .giveback(EpId::Ep0, stale, Err(Errno::EOVERFLOW));
-                        self.eps[0].already_seen = false;
+                        unsee!(0);
                         continue 'restart;
                     }
                     self.eps[0].setup_stage = false;
@@ -623,20 +642,17 @@ impl Controller {
                         // a non-control URB to ep0: dummy would read a NULL setup packet;
                         // the model stalls it instead
                         self.giveback_urb(i, Err(Errno::EPIPE));
-                        self.eps[0].already_seen = false;
+                        unsee!(0);
                         continue 'restart;
                     };
                     let setup = *setup;
-                    let mut urb = self.take_urb(i);
-                    let handled = self.handle_control_request(&mut urb, setup);
-                    self.urbs.insert(i, urb);
-                    match handled {
+                    match self.handle_control_request(i, setup) {
                         Handled::Done(status) => {
                             if status.is_err() {
                                 self.urbs[i].actual = 0;
                             }
                             self.giveback_urb(i, status);
-                            self.eps[0].already_seen = false;
+                            unsee!(0);
                             continue 'restart;
                         }
                         Handled::ToGadget => {
@@ -671,7 +687,7 @@ impl Controller {
                     None => i += 1,
                     Some(s) => {
                         self.giveback_urb(i, s);
-                        self.eps[k].already_seen = false;
+                        unsee!(k);
                         self.eps[k].setup_stage = false;
                         continue 'restart;
                     }
@@ -702,11 +718,19 @@ impl Controller {
             .filter_map(iso::deadline)
             .min()
     }
+}
 
-    /// Removes URB `i` for a moment, to borrow it beside `self`.
-    fn take_urb(&mut self, i: usize) -> UrbState {
-        self.urbs.remove(i).expect("index checked by the caller")
+/// `run`'s bit for a URB's endpoint address: one per address, ep0's two directions sharing
+/// one as they share the endpoint; none (0) for an address with reserved bits, which takes
+/// the slow path.
+fn seen_bit(address: u8) -> u32 {
+    if address & 0x7f == 0 {
+        return 1;
     }
+    if address & 0x70 != 0 {
+        return 0;
+    }
+    1 << ((address & 0x0f) | ((address & 0x80) >> 3))
 }
 
 impl Endpoint {

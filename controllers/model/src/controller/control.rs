@@ -4,7 +4,7 @@
 
 use rawgadget_uapi::{Errno, Speed};
 
-use super::{Controller, UrbState};
+use super::Controller;
 
 /// `bRequestType` values dummy compares against, exactly (standard type).
 const DEV_REQUEST: u8 = 0x00;
@@ -43,8 +43,9 @@ pub(super) enum Handled {
 }
 
 impl Controller {
-    /// See the module doc. `urb` is the control URB whose SETUP stage this is.
-    pub(super) fn handle_control_request(&mut self, urb: &mut UrbState, setup: [u8; 8]) -> Handled {
+    /// See the module doc. `self.urbs[i]` is the control URB whose SETUP stage this is; it is
+    /// indexed rather than taken out so that the common case (`ToGadget`) moves nothing.
+    pub(super) fn handle_control_request(&mut self, i: usize, setup: [u8; 8]) -> Handled {
         let request_type = setup[0];
         let w_value = u16::from_le_bytes([setup[2], setup[3]]);
         let w_index = u16::from_le_bytes([setup[4], setup[5]]);
@@ -119,7 +120,7 @@ impl Controller {
                     DEV_IN_REQUEST | INTF_IN_REQUEST | EP_IN_REQUEST
                 ) =>
             {
-                let length = urb.length() as usize;
+                let length = self.urbs[i].length() as usize;
                 if length > 0 {
                     let byte0 = match request_type {
                         EP_IN_REQUEST => match self.find_endpoint(w_index as u8) {
@@ -129,11 +130,12 @@ impl Controller {
                         DEV_IN_REQUEST => self.devstatus as u8,
                         _ => 0,
                     };
-                    urb.buffer[0] = byte0;
+                    self.urbs[i].buffer[0] = byte0;
                 }
                 if length > 1 {
-                    urb.buffer[1] = 0;
+                    self.urbs[i].buffer[1] = 0;
                 }
+                let urb = &mut self.urbs[i];
                 urb.actual = urb.length().min(2);
                 Handled::Done(Ok(()))
             }
