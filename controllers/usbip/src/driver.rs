@@ -321,9 +321,11 @@ impl<S: Stream> Tx<S> {
                 return Err(e);
             }
             if l.has_output() {
-                bytes = self.drain(&mut l);
+                let written = std::mem::replace(&mut bytes, self.drain(&mut l));
+                l.recycle_transmit(written);
                 continue;
             }
+            l.recycle_transmit(bytes);
             self.writing.store(false, Ordering::SeqCst);
             return Ok(());
         }

@@ -56,6 +56,10 @@ use rawgadget_usbip::{
 /// seqnums slows only its own device.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The largest written reply buffer [`Link::recycle_transmit`] keeps: a 64 KiB bulk IN
+/// reply and its header fit, without holding on to what a burst made.
+const RECYCLED_OUTPUT_MAX: usize = 128 * 1024;
+
 /// `USBIP_URB_SHORT_NOT_OK` (`include/uapi/linux/usbip.h`).
 pub const USBIP_URB_SHORT_NOT_OK: u32 = 0x0001;
 /// `USBIP_URB_ZERO_PACKET`.
@@ -607,6 +611,19 @@ impl Link {
         out
     }
 
+    /// Gives back a buffer [`Link::poll_transmit`] returned, once written, for the next replies
+    /// to be built in: without it every batch of replies starts from an empty `Vec` and grows
+    /// it by reallocation, reply by reply. Buffers over [`RECYCLED_OUTPUT_MAX`] are dropped.
+    pub fn recycle_transmit(&mut self, mut written: Vec<u8>) {
+        if self.out.is_empty()
+            && written.capacity() > self.out.capacity()
+            && written.capacity() <= RECYCLED_OUTPUT_MAX
+        {
+            written.clear();
+            self.out = written;
+        }
+    }
+
     /// Whether replies wait to be written.
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
@@ -897,6 +914,43 @@ mod tests {
 
     /// contract U10: a URB the controller gave back but the link had not collected yet is
     /// answered first: RET_SUBMIT (status 0, its data), then RET_UNLINK 0.
+    /// A written reply buffer is built in again, empty (no regrowth from nothing per batch);
+    /// one over `RECYCLED_OUTPUT_MAX` is not kept, and replies not yet taken stay as they are.
+    #[test]
+    fn written_reply_buffers_are_reused_within_a_bound() {
+        let mut f = Fixture::new(Budget::LOCAL_VHCI);
+        // GET_STATUS(device): answered by the controller itself (contract D20)
+        let get_status = |f: &mut Fixture, seqnum| {
+            let urb = f.submit(seqnum, 0, Direction::In, 2, [0x80, 0, 0, 0, 0, 0, 2, 0]);
+            f.input(&urb).unwrap();
+            f.step();
+            f.link.collect(&mut f.bus).unwrap();
+        };
+        get_status(&mut f, 2);
+        let written = f.link.poll_transmit();
+        assert_eq!(written.len(), 48 + 2);
+        let kept = written.as_ptr();
+        f.link.recycle_transmit(written);
+        assert!(!f.link.has_output(), "written bytes are not sent again");
+        get_status(&mut f, 3);
+        let next = f.link.poll_transmit();
+        assert_eq!(
+            next.as_ptr(),
+            kept,
+            "the replies are built in the written buffer"
+        );
+        assert_eq!(u32::from_be_bytes(next[4..8].try_into().unwrap()), 3);
+
+        f.link
+            .recycle_transmit(Vec::with_capacity(RECYCLED_OUTPUT_MAX + 1));
+        assert!(f.link.out.capacity() <= RECYCLED_OUTPUT_MAX);
+
+        get_status(&mut f, 4);
+        let pending = f.link.out.clone();
+        f.link.recycle_transmit(next);
+        assert_eq!(f.link.out, pending, "replies not yet taken are kept");
+    }
+
     #[test]
     fn u10_unlink_racing_a_completion_answers_the_completion_first() {
         let mut f = Fixture::new(Budget::LOCAL_VHCI);
