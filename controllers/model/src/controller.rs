@@ -94,8 +94,10 @@ struct Endpoint {
     maxpacket: u32,
     halted: bool,
     wedged: bool,
-    /// Set while the scheduler pass has looked at this endpoint's oldest URB.
-    already_seen: bool,
+    /// `already_seen`: equal to the controller's `walk` while the scheduler pass has looked at
+    /// this endpoint's oldest URB (a stamp rather than a flag, so that a pass starts without
+    /// clearing every endpoint).
+    seen_in_walk: u64,
     /// ep0 only: the oldest control URB still has its SETUP stage to do.
     setup_stage: bool,
     /// Iso only: the last packet slot took a request, so the client is streaming and the next
@@ -205,6 +207,8 @@ pub struct Controller {
     verdict_outstanding: bool,
     urbs_done: VecDeque<UrbCompletion>,
     now: Instant,
+    /// Scheduler passes so far (`Endpoint::seen_in_walk`).
+    walk: u64,
 }
 
 impl Controller {
@@ -236,6 +240,7 @@ impl Controller {
             verdict_outstanding: false,
             urbs_done: VecDeque::new(),
             now: Instant::ZERO,
+            walk: 0,
         }
     }
 
@@ -573,9 +578,8 @@ impl Controller {
         if self.awaiting_setup.is_some() {
             return;
         }
-        for ep in &mut self.eps {
-            ep.already_seen = false;
-        }
+        self.walk += 1;
+        let walk = self.walk;
         // `already_seen` by URB address, to pass over the URBs queued behind an endpoint's
         // head without resolving their endpoint again: usbtest case 10 keeps 32 control URBs
         // on ep0, and the walk ran on every submit and every ep0 request. Endpoints do not
@@ -584,10 +588,11 @@ impl Controller {
         'restart: loop {
             let mut i = 0;
             while i < self.urbs.len() {
-                let address = self.urbs[i].endpoint;
+                let urb = &self.urbs[i];
+                let (address, unlinked) = (urb.endpoint, urb.unlinked.is_some());
                 let bit = seen_bit(address);
                 // contract D26: an unlinked URB goes back with its unlink status
-                if self.urbs[i].unlinked.is_some() {
+                if unlinked {
                     self.giveback_urb(i, Ok(()));
                     continue 'restart;
                 }
@@ -602,16 +607,16 @@ impl Controller {
                     continue 'restart;
                 };
                 // one URB per endpoint at a time keeps them in order (contract D14, U8)
-                if self.eps[k].already_seen {
+                if self.eps[k].seen_in_walk == walk {
                     i += 1;
                     continue;
                 }
-                self.eps[k].already_seen = true;
+                self.eps[k].seen_in_walk = walk;
                 seen |= bit;
                 // forgets that endpoint `k` (URB address `address`) was seen
                 macro_rules! unsee {
                     ($k:expr) => {{
-                        self.eps[$k].already_seen = false;
+                        self.eps[$k].seen_in_walk = 0;
                         seen &= !bit;
                     }};
                 }
@@ -742,7 +747,7 @@ impl Endpoint {
             maxpacket: 0,
             halted: false,
             wedged: false,
-            already_seen: false,
+            seen_in_walk: 0,
             setup_stage: false,
             iso_streaming: false,
             queue: VecDeque::new(),
