@@ -148,7 +148,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "cuse", about: "C clients (tests/c) on raw_gadget.ko and `rawgadget serve`: errno script diffed line by line (C12), usbtest on (d) the C Gadget Zero via CUSE, ioctl latency", timeout_secs: 900, in_all: true },
     Scenario { name: "usbtest-usbip", about: "usbtest matrix on (c) our engine attached to vhci-hcd by `rawgadget zero --usbip-attach`; must pass every case (b′) passes", timeout_secs: 900, in_all: true },
     Scenario { name: "script-usbip", about: "scripted usbfs host against (c) our engine via vhci and (b′) raw_gadget.ko on usbip-vudc, item by item; only differences the contract explains", timeout_secs: 300, in_all: true },
-    Scenario { name: "keyboard-usbip", about: "our HID keyboard on (c) via vhci (`--usbip-attach`): evdev reads the typed text, sysfs shows the declared descriptors", timeout_secs: 240, in_all: true },
+    Scenario { name: "keyboard-usbip", about: "our HID keyboard on (c) via vhci (`--usbip-attach`) at high, low, full and SuperSpeed: evdev reads the typed text, sysfs shows the speed and the declared descriptors", timeout_secs: 240, in_all: true },
     Scenario { name: remote::SCENARIO, about: "our keyboard exported over TCP from the host, imported in the guest by the stock `usbip attach` over QEMU's user network", timeout_secs: 240, in_all: true },
 ];
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use rawgadget::Speed;
 
 use crate::gadget::{self, GadgetProcess, SourceSink, GZERO_PID, GZERO_VID};
 use crate::host;
@@ -147,7 +148,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("keyboard", "our HID keyboard on raw_gadget.ko: evdev sees the typed text, sysfs the declared descriptors"),
     ("usbtest-usbip", "usbtest matrix on (c) our engine attached to vhci-hcd (`rawgadget zero --usbip-attach`)"),
     ("script-usbip", "scripted usbfs host against (c) our engine via vhci and (b') raw_gadget.ko on usbip-vudc, compared item by item"),
-    ("keyboard-usbip", "our HID keyboard on (c) via vhci (`--usbip-attach`): evdev sees the typed text, sysfs the declared descriptors"),
+    ("keyboard-usbip", "our HID keyboard on (c) via vhci (`--usbip-attach`) at high, low, full and SuperSpeed: evdev sees the typed text, sysfs the speed and the declared descriptors"),
     ("usbip-remote", "the stock `usbip attach` imports a keyboard the runner exports from outside the guest (QEMU user net)"),
     ("cuse", "C clients on raw_gadget.ko and on `rawgadget serve`: errno script diffed, usbtest on (d), ioctl latency"),
 ];
@@ -957,10 +958,10 @@ fn script_dummy(p: &Params, rep: &Reporter) -> Result<i32> {
     Ok(if same { 0 } else { 1 })
 }
 
-/// What our HID keyboard declares on dummy_udc at high speed: its device descriptor followed by its
-/// configuration descriptor set, the layout of sysfs's `descriptors` file. Computed by the same
-/// code the CLI runs (rawgadget-devices), with dummy_udc's endpoint list.
-pub(crate) fn keyboard_declared(text: &str) -> Result<(u16, u16, Vec<u8>)> {
+/// What our HID keyboard declares on dummy_udc's endpoint list at `speed`: its device descriptor
+/// followed by its configuration descriptor set, the layout of sysfs's `descriptors` file.
+/// Computed by the same code the CLI runs (rawgadget-devices).
+pub(crate) fn keyboard_declared(text: &str, speed: Speed) -> Result<(u16, u16, Vec<u8>)> {
     let (mut dev, _state) = rawgadget_devices::keyboard(rawgadget_devices::KeyboardConfig {
         text: text.to_string(),
         ..Default::default()
@@ -968,7 +969,7 @@ pub(crate) fn keyboard_declared(text: &str) -> Result<(u16, u16, Vec<u8>)> {
     .map_err(|e| anyhow!("building the keyboard: {e}"))?;
     dev.assign_endpoints(&rawgadget::dummy_udc_eps())
         .map_err(|e| anyhow!("assigning the keyboard's endpoints: {e}"))?;
-    let set = dev.descriptor_set(rawgadget::Speed::High);
+    let set = dev.descriptor_set(speed);
     if set.device.len() < 12 {
         bail!(
             "the keyboard's device descriptor is {} bytes",
@@ -998,34 +999,71 @@ fn keyboard(p: &Params, rep: &Reporter) -> Result<i32> {
         rep,
         "keyboard",
         Some(cli_args("keyboard", "dummy_udc", "dummy_udc.0")),
+        Speed::High,
     )
 }
 
-/// Our HID keyboard on (c), our engine attached to vhci-hcd by the CLI itself.
+/// Our HID keyboard on (c), our engine attached to vhci-hcd by the CLI itself, at each speed
+/// (issue 5 item 4): low, full and high on vhci's USB 2 hub, SuperSpeed on its USB 3 hub.
 fn keyboard_usbip(p: &Params, rep: &Reporter) -> Result<i32> {
     load_vhci()?;
-    keyboard_checks(
-        p,
-        rep,
-        "keyboard over vhci (c)",
-        Some(vec!["keyboard".into(), "--usbip-attach".into()]),
-    )
+    let mut failed = 0;
+    for speed in [Speed::High, Speed::Low, Speed::Full, Speed::Super] {
+        let label = match speed {
+            Speed::High => "keyboard over vhci (c)".to_string(),
+            other => format!("keyboard over vhci (c) at {}", other.as_str()),
+        };
+        let args = ["keyboard", "--usbip-attach", "--speed", speed_arg(speed)];
+        failed += keyboard_checks(
+            p,
+            rep,
+            &label,
+            Some(args.map(str::to_string).to_vec()),
+            speed,
+        )?;
+    }
+    Ok(failed)
+}
+
+/// The CLI's `--speed` value for `speed`.
+fn speed_arg(speed: Speed) -> &'static str {
+    match speed {
+        Speed::Low => "low",
+        Speed::Full => "full",
+        Speed::Super => "super",
+        _ => "high",
+    }
+}
+
+/// sysfs's `speed` attribute of a device at `speed` (`usb_speed_string`'s Mb/s figures,
+/// drivers/usb/core/sysfs.c).
+fn sysfs_speed(speed: Speed) -> &'static str {
+    match speed {
+        Speed::Low => "1.5",
+        Speed::Full => "12",
+        Speed::High => "480",
+        Speed::Super => "5000",
+        Speed::SuperPlus => "10000",
+        _ => "unknown",
+    }
 }
 
 /// The keyboard checks, named `<label> ...`: the text typed arrives as evdev key events, and sysfs
-/// reports the descriptors and ids the keyboard declares. With `cli_args` (`keyboard` and how to
-/// reach the host) the keyboard is started here with `--text` and the runner's `kb_args`; without,
-/// it is already on its way into the guest (imported by the stock usbip tool).
+/// reports the speed, descriptors and ids the keyboard declares at `speed`. With `cli_args`
+/// (`keyboard` and how to reach the host) the keyboard is started here with `--text` and the
+/// runner's `kb_args`; without, it is already on its way into the guest (imported by the stock
+/// usbip tool).
 pub(crate) fn keyboard_checks(
     p: &Params,
     rep: &Reporter,
     label: &str,
     cli_args: Option<Vec<String>>,
+    speed: Speed,
 ) -> Result<i32> {
     gadget::modprobe("usbhid", &[])?;
     gadget::modprobe("hid-generic", &[])?;
     gadget::modprobe("evdev", &[])?;
-    let (vid, pid, declared) = keyboard_declared(&p.text)?;
+    let (vid, pid, declared) = keyboard_declared(&p.text, speed)?;
     let g = match cli_args {
         Some(mut args) => {
             args.extend(["--text".to_string(), p.text.clone()]);
@@ -1078,6 +1116,7 @@ pub(crate) fn keyboard_checks(
             failed += 1;
         }
         for (attr, want) in [
+            ("speed", sysfs_speed(speed).to_string()),
             ("idVendor", format!("{vid:04x}")),
             ("idProduct", format!("{pid:04x}")),
         ] {

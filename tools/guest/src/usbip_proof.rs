@@ -291,7 +291,13 @@ pub fn usbip_remote(p: &Params, rep: &Reporter) -> Result<i32> {
         note(rep, out.trim().to_string());
         return Ok(1);
     }
-    failed += keyboard_checks(p, rep, "keyboard via stock usbip attach", None)?;
+    failed += keyboard_checks(
+        p,
+        rep,
+        "keyboard via stock usbip attach",
+        None,
+        rawgadget::Speed::High,
+    )?;
     let (_, ports) = run_tool(STOCK_USBIP, &["port"], Duration::from_secs(10))?;
     let vhci_port = port_in_use(&ports);
     if !check(
@@ -331,7 +337,7 @@ pub fn usbip_remote(p: &Params, rep: &Reporter) -> Result<i32> {
 }
 
 fn keyboard_ids(p: &Params) -> Result<(u16, u16)> {
-    let (vid, pid, _) = crate::scenario::keyboard_declared(&p.text)?;
+    let (vid, pid, _) = crate::scenario::keyboard_declared(&p.text, rawgadget::Speed::High)?;
     Ok((vid, pid))
 }
 
