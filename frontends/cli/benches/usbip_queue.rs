@@ -39,10 +39,6 @@ use rawgadget_udc::{Unlink, Urb, UrbFlags, UrbId};
 use rawgadget_usbip_udc::fake_vhci::FakeVhci;
 use rawgadget_usbip_udc::null::{serve, NullDescriptors, NullDevice};
 
-/// The `rawgadget` binary's allocator (`src/main.rs`), so that the figures are the CLI's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SGLEN: usize = 32;
 const LENGTH: usize = 1024;

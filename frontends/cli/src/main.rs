@@ -13,14 +13,6 @@
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
-/// glibc's malloc is slow where USB/IP puts us: the link's reader thread allocates every URB's
-/// buffer and the gadget's threads free it, so the reader's per-thread cache is always empty and
-/// the freeing thread's always full, and both fall through to the arena. With mimalloc, native
-/// instructions per control URB under usbtest case 10's load fell 9% on the ep0 thread and 13% on
-/// the reader (callgrind, `cargo bench -p rawgadget-cli --bench usbip_queue -- --only-c 10`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod demo;
 mod null;
 mod serve;
