@@ -912,8 +912,6 @@ mod tests {
         }
     }
 
-    /// contract U10: a URB the controller gave back but the link had not collected yet is
-    /// answered first: RET_SUBMIT (status 0, its data), then RET_UNLINK 0.
     /// A written reply buffer is built in again, empty (no regrowth from nothing per batch);
     /// one over `RECYCLED_OUTPUT_MAX` is not kept, and replies not yet taken stay as they are.
     #[test]
@@ -951,6 +949,8 @@ mod tests {
         assert_eq!(f.link.out, pending, "replies not yet taken are kept");
     }
 
+    /// contract U10: a URB the controller gave back but the link had not collected yet is
+    /// answered first: RET_SUBMIT (status 0, its data), then RET_UNLINK 0.
     #[test]
     fn u10_unlink_racing_a_completion_answers_the_completion_first() {
         let mut f = Fixture::new(Budget::LOCAL_VHCI);
