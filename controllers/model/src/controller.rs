@@ -94,10 +94,6 @@ struct Endpoint {
     maxpacket: u32,
     halted: bool,
     wedged: bool,
-    /// `already_seen`: equal to the controller's `walk` while the scheduler pass has looked at
-    /// this endpoint's oldest URB (a stamp rather than a flag, so that a pass starts without
-    /// clearing every endpoint).
-    seen_in_walk: u64,
     /// ep0 only: the oldest control URB still has its SETUP stage to do.
     setup_stage: bool,
     /// Iso only: the last packet slot took a request, so the client is streaming and the next
@@ -207,8 +203,6 @@ pub struct Controller {
     verdict_outstanding: bool,
     urbs_done: VecDeque<UrbCompletion>,
     now: Instant,
-    /// Scheduler passes so far (`Endpoint::seen_in_walk`).
-    walk: u64,
 }
 
 impl Controller {
@@ -240,7 +234,6 @@ impl Controller {
             verdict_outstanding: false,
             urbs_done: VecDeque::new(),
             now: Instant::ZERO,
-            walk: 0,
         }
     }
 
@@ -578,25 +571,22 @@ impl Controller {
         if self.awaiting_setup.is_some() {
             return;
         }
-        self.walk += 1;
-        let walk = self.walk;
-        // `already_seen` by URB address, to pass over the URBs queued behind an endpoint's
-        // head without resolving their endpoint again: usbtest case 10 keeps 32 control URBs
-        // on ep0, and the walk ran on every submit and every ep0 request. Endpoints do not
-        // change during a walk, so a set bit means `find_endpoint` found the endpoint before.
-        let mut seen: u32 = 0;
+        // dummy's `already_seen`, kept by URB address: the URBs queued behind an endpoint's
+        // head are passed over without resolving their endpoint again (usbtest case 10 keeps
+        // 32 control URBs on ep0, and the walk runs on every submit and every ep0 request)
+        let mut seen = SeenEndpoints::default();
         'restart: loop {
             let mut i = 0;
             while i < self.urbs.len() {
                 let urb = &self.urbs[i];
                 let (address, unlinked) = (urb.endpoint, urb.unlinked.is_some());
-                let bit = seen_bit(address);
                 // contract D26: an unlinked URB goes back with its unlink status
                 if unlinked {
                     self.giveback_urb(i, Ok(()));
                     continue 'restart;
                 }
-                if seen & bit != 0 {
+                // one URB per endpoint at a time keeps them in order (contract D14, U8)
+                if seen.contains(address) {
                     i += 1;
                     continue;
                 }
@@ -606,20 +596,7 @@ impl Controller {
                     self.giveback_urb(i, Err(Errno::EPROTO));
                     continue 'restart;
                 };
-                // one URB per endpoint at a time keeps them in order (contract D14, U8)
-                if self.eps[k].seen_in_walk == walk {
-                    i += 1;
-                    continue;
-                }
-                self.eps[k].seen_in_walk = walk;
-                seen |= bit;
-                // forgets that endpoint `k` (URB address `address`) was seen
-                macro_rules! unsee {
-                    ($k:expr) => {{
-                        self.eps[$k].seen_in_walk = 0;
-                        seen &= !bit;
-                    }};
-                }
+                seen.insert(address);
                 if k == 0 && self.urbs[i].new_control {
                     self.eps[0].setup_stage = true;
                     self.urbs[i].new_control = false;
@@ -627,7 +604,7 @@ impl Controller {
                 // contract D25, D17: a halted endpoint fails its URBs; a new SETUP is exempt
                 if self.eps[k].halted && !self.eps[k].setup_stage {
                     self.giveback_urb(i, Err(Errno::EPIPE));
-                    unsee!(k);
+                    seen.remove(address);
                     self.eps[k].setup_stage = false;
                     continue 'restart;
                 }
@@ -637,7 +614,7 @@ impl Controller {
                         tracing::debug!("stale ep0 request: EOVERFLOW");
                         self.gadget_out
                             .giveback(EpId::Ep0, stale, Err(Errno::EOVERFLOW));
-                        unsee!(0);
+                        seen.remove(address);
                         continue 'restart;
                     }
                     self.eps[0].setup_stage = false;
@@ -647,7 +624,7 @@ impl Controller {
                         // a non-control URB to ep0: dummy would read a NULL setup packet;
                         // the model stalls it instead
                         self.giveback_urb(i, Err(Errno::EPIPE));
-                        unsee!(0);
+                        seen.remove(address);
                         continue 'restart;
                     };
                     let setup = *setup;
@@ -657,7 +634,7 @@ impl Controller {
                                 self.urbs[i].actual = 0;
                             }
                             self.giveback_urb(i, status);
-                            unsee!(0);
+                            seen.remove(address);
                             continue 'restart;
                         }
                         Handled::ToGadget => {
@@ -692,7 +669,7 @@ impl Controller {
                     None => i += 1,
                     Some(s) => {
                         self.giveback_urb(i, s);
-                        unsee!(k);
+                        seen.remove(address);
                         self.eps[k].setup_stage = false;
                         continue 'restart;
                     }
@@ -725,17 +702,29 @@ impl Controller {
     }
 }
 
-/// `run`'s bit for a URB's endpoint address: one per address, ep0's two directions sharing
-/// one as they share the endpoint; none (0) for an address with reserved bits, which takes
-/// the slow path.
-fn seen_bit(address: u8) -> u32 {
-    if address & 0x7f == 0 {
-        return 1;
+/// The endpoints a scheduler walk has looked at, by the address of their URBs: an address
+/// names at most one endpoint (`find_endpoint`), and ep0's two directions name ep0. Endpoints
+/// do not change during a walk, so an address in the set was resolved earlier in it.
+#[derive(Default)]
+struct SeenEndpoints([u64; 4]);
+
+impl SeenEndpoints {
+    fn key(address: u8) -> (usize, u64) {
+        let a = if address & 0x7f == 0 { 0 } else { address };
+        (usize::from(a >> 6), 1 << (a & 63))
     }
-    if address & 0x70 != 0 {
-        return 0;
+    fn contains(&self, address: u8) -> bool {
+        let (word, bit) = Self::key(address);
+        self.0[word] & bit != 0
     }
-    1 << ((address & 0x0f) | ((address & 0x80) >> 3))
+    fn insert(&mut self, address: u8) {
+        let (word, bit) = Self::key(address);
+        self.0[word] |= bit;
+    }
+    fn remove(&mut self, address: u8) {
+        let (word, bit) = Self::key(address);
+        self.0[word] &= !bit;
+    }
 }
 
 impl Endpoint {
@@ -747,7 +736,6 @@ impl Endpoint {
             maxpacket: 0,
             halted: false,
             wedged: false,
-            seen_in_walk: 0,
             setup_stage: false,
             iso_streaming: false,
             queue: VecDeque::new(),

@@ -1089,3 +1089,19 @@ fn whole_buffer_moves_without_copy() {
     assert_eq!(c[0].buf.as_ptr(), ptr, "the gadget got the host's buffer");
     assert_eq!(c[0].buf, pattern(4096));
 }
+
+/// The scheduler walk's "already seen" set: ep0's two directions are one endpoint; every other
+/// address, one with reserved bits included, is its own (contract D14: one URB per endpoint).
+#[test]
+fn d14_walk_keeps_one_seen_mark_per_endpoint_address() {
+    let mut seen = SeenEndpoints::default();
+    seen.insert(0x80);
+    assert!(seen.contains(0x00), "ep0 OUT is ep0 IN's endpoint");
+    for other in [0x01, 0x81, 0x10, 0x90, 0x7f, 0xff] {
+        assert!(!seen.contains(other), "{other:#04x}");
+    }
+    seen.insert(0x81);
+    assert!(seen.contains(0x81) && !seen.contains(0x01));
+    seen.remove(0x00);
+    assert!(!seen.contains(0x80) && seen.contains(0x81));
+}
